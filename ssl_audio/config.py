@@ -1,0 +1,159 @@
+"""Configs: kw-only frozen dataclasses, loaded from YAML with dotted `key=value` overrides.
+
+Unknown keys and wrong types are errors that name the dotted key. Every run folder gets the resolved
+config (`save_config`), so a run can be repeated from its folder alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataConfig:
+    """Where the audio is and how it is cut into batches."""
+
+    manifest_dir: str = "data/demo/manifest"  # holds train.tsv and valid.tsv (`ssl-audio manifest`)
+    max_samples: int = 250_000  # crop longer utterances (samples at 16 kHz); wav2vec 2.0 BASE: 250k
+    max_batch_seconds: float = 87.5  # padded audio per batch per process; wav2vec 2.0 BASE: 1.4M samples
+    bucketing: bool = True  # batch utterances of similar length to spend little on padding
+    num_buckets: int = 0  # 0: exact length sort; k > 0: k length buckets, shuffled inside
+    collate: Literal["pad", "crop"] = "pad"  # pad to the batch maximum, or crop to its minimum (fairseq)
+    num_workers: int = 2  # DataLoader worker processes
+    target_lufs: float | None = None  # loudness normalisation on load (LUFS); None keeps the file's level
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """A run: its folder, its seed and its parts. Later parts (model, optim, train) join here."""
+
+    run_dir: str = "runs/default"  # resolved config, logs and outputs go here
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against the annotation `tp`; returns it converted (int -> float, list -> tuple)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ValueError(f"config key {key!r}: expected a mapping for {tp.__name__}, got {value!r}")
+        return _build(tp, value, key + ".")
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _convert(value, arg, key)
+            except ValueError:
+                continue
+        raise ValueError(f"config key {key!r}: {value!r} is not {_type_name(tp)}")
+    if origin is Literal:
+        if value not in args:
+            raise ValueError(f"config key {key!r}: {value!r} is not one of {list(args)}")
+        return value
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"config key {key!r}: expected a list, got {value!r}")
+        if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
+            if len(value) != len(args):
+                raise ValueError(f"config key {key!r}: expected {len(args)} items, got {len(value)}")
+            return tuple(_convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        item = args[0] if args else Any
+        return origin(_convert(v, item, f"{key}[{i}]") for i, v in enumerate(value))
+    if tp is Any:
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float) and isinstance(value, bool):  # YAML's true is not a number
+        raise ValueError(f"config key {key!r}: expected {tp.__name__}, got {value!r}")
+    if isinstance(tp, type) and not isinstance(value, tp):
+        raise ValueError(f"config key {key!r}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _build(cls: type[T], values: dict, prefix: str = "") -> T:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"unknown config key {prefix + unknown[0]!r}; {cls.__name__} has: {', '.join(sorted(names))}")
+    return cls(**{name: _convert(v, hints[name], prefix + name) for name, v in values.items()})
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = tree
+    for i, part in enumerate(parents):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ValueError(f"config override {dotted!r}: {'.'.join(parents[: i + 1])!r} is not a section")
+        node = child
+    node[leaf] = value
+
+
+def from_dict(values: dict, overrides: list[str] | tuple[str, ...] = (), schema: type[T] = Config) -> T:
+    """Build `schema` from a nested dict plus `key.sub=value` overrides (values parsed as YAML)."""
+    values = dict(values)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"config override {item!r}: expected key=value, e.g. data.max_samples=32000")
+        _set_dotted(values, key.strip(), yaml.safe_load(raw))
+    return _build(schema, values)
+
+
+def load_config(
+    yaml_path: str | os.PathLike | None, overrides: list[str] | tuple[str, ...] = (), schema: type[T] = Config
+) -> T:
+    """Load a YAML recipe (or the defaults when `yaml_path` is None) and apply dotted overrides."""
+    values: Any = {}
+    if yaml_path is not None:
+        try:
+            values = yaml.safe_load(Path(yaml_path).read_text(encoding="utf-8")) or {}
+        except OSError as err:
+            raise ValueError(f"{yaml_path}: cannot read config ({err.strerror})") from None
+        except yaml.YAMLError as err:
+            raise ValueError(f"{yaml_path}: not valid YAML ({err})") from None
+        if not isinstance(values, dict):
+            raise ValueError(f"{yaml_path}: expected a mapping at the top level, got {type(values).__name__}")
+    try:
+        return from_dict(values, overrides, schema)
+    except ValueError as err:
+        raise ValueError(f"{yaml_path or 'defaults'}: {err}") from None
+
+
+def to_dict(cfg: Any) -> dict:
+    """Plain nested dict (tuples as lists) that `from_dict` turns back into the same config."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return plain(dataclasses.asdict(cfg))
+
+
+def save_config(cfg: Any, path: str | os.PathLike) -> None:
+    """Write the resolved config as YAML, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,1 @@
+"""Data: manifests, datasets, length-bucketed batching and collation."""
