@@ -1,0 +1,194 @@
+"""AudioDataset: manifest rows -> mono 16 kHz waves, cropped, with frame labels kept aligned.
+
+Shapes: S samples (16 kHz), L label frames.
+
+A crop offset is a pure function of (seed, epoch, index): every worker, process and resumed run cuts
+the same window. With labels, an offset is a whole number of label frames for every label set, so
+sample `offset` is the first sample of label frame `offset / hop` (hop = samples per label frame).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ssl_audio.audio import MIN_SAMPLES, SAMPLE_RATE, load_audio
+from ssl_audio.data.manifest import Manifest
+
+HOP_TOLERANCE = 1e-6  # samples: how far 16 kHz / rate may be from a whole number and still count as one
+
+
+@dataclass(frozen=True, kw_only=True)
+class FrameLabels:
+    """One integer label per frame for every manifest row (e.g. HuBERT k-means units)."""
+
+    rate: float  # Hz: label frames per second of audio (HuBERT: 100 for MFCC units, 50 for layer units)
+    per_utterance: Sequence[np.ndarray | list[int]]  # one 1-D integer sequence per manifest row, in row order
+    name: str = "labels"  # names the set in errors; several sets may be used at once
+
+    def __post_init__(self) -> None:
+        self.hop  # noqa: B018 -- validates the rate at construction
+
+    @property
+    def hop(self) -> int:
+        """Samples per label frame at 16 kHz; it must be whole, else crops cannot start on a frame."""
+        hop = SAMPLE_RATE / self.rate if self.rate > 0 else math.nan
+        if not abs(hop - round(hop)) < HOP_TOLERANCE:  # also catches NaN
+            raise ValueError(
+                f"label set {self.name!r}: rate {self.rate} Hz must divide {SAMPLE_RATE} Hz into a whole number "
+                f"of samples per frame (got {SAMPLE_RATE / self.rate if self.rate > 0 else 'none'})"
+            )
+        return round(hop)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Item:
+    """One utterance (or a crop of it) as the dataset returns it."""
+
+    wave: torch.Tensor  # (S,) float32
+    length: int  # S
+    index: int  # manifest row
+    offset: int = 0  # samples: where `wave` starts in the file
+    labels: tuple[torch.Tensor, ...] = ()  # each (L,) long, one per label set: frame j of set k covers
+    #   file samples [offset + j * hop_k, offset + (j + 1) * hop_k)
+    label_hops: tuple[int, ...] = ()  # samples per label frame, one per label set
+
+    def __post_init__(self) -> None:
+        if self.wave.shape != (self.length,):
+            raise ValueError(f"item {self.index}: wave of shape {tuple(self.wave.shape)} but length {self.length}")
+        if len(self.labels) != len(self.label_hops):
+            raise ValueError(f"item {self.index}: {len(self.labels)} label sets but {len(self.label_hops)} hops")
+
+
+def label_step(hops: Sequence[int]) -> int:
+    """Crop-offset step in samples that lands on a whole frame of every label set (1 without labels)."""
+    return math.lcm(*hops) if hops else 1
+
+
+def crop_offset(excess: int, *, seed: int, epoch: int, index: int, step: int = 1) -> int:
+    """A uniformly drawn multiple of `step` in [0, excess], fixed by (seed, epoch, index) alone."""
+    if excess < 0 or step < 1:
+        raise ValueError(f"item {index}: crop needs excess >= 0 and step >= 1, got excess {excess}, step {step}")
+    if min(seed, epoch, index) < 0:
+        raise ValueError(f"item {index}: seed {seed}, epoch {epoch} and index {index} must be non-negative")
+    choices = excess // step + 1
+    if choices == 1:
+        return 0
+    # A fresh generator per item: no state shared between workers, call orders or processes.
+    return int(np.random.default_rng((seed, epoch, index)).integers(choices)) * step
+
+
+def crop_item(item: Item, *, offset: int, length: int) -> Item:
+    """`item` cut to samples [offset, offset + length), each label set cut to the same span.
+
+    A label set with hop h keeps frames [offset / h, offset / h + round(length / h)), clipped to the
+    frames that exist. Cropping to the whole item is the identity (all labels kept).
+    """
+    if offset == 0 and length == item.length:
+        return item
+    if offset < 0 or length < 1 or offset + length > item.length:
+        raise ValueError(f"item {item.index}: crop [{offset}, {offset + length}) is outside its {item.length} samples")
+    step = label_step(item.label_hops)
+    if offset % step:
+        raise ValueError(f"item {item.index}: crop offset {offset} is not a multiple of the label frame step {step}")
+    labels = tuple(
+        seq[offset // hop : offset // hop + round(length / hop)].clone() for seq, hop in zip(item.labels, item.label_hops)
+    )
+    # clone: a view would keep (and ship between processes) the whole file's storage
+    wave = item.wave[offset : offset + length].clone()  # (length,)
+    return replace(item, wave=wave, length=length, offset=item.offset + offset, labels=labels)
+
+
+class AudioDataset(Dataset[Item]):
+    """Utterances of a manifest, loaded with `load_audio` and cropped to at most `max_samples`.
+
+    `random_crop` (training) draws the crop offset from (seed, epoch, index); otherwise (eval) it is 0.
+    """
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        *,
+        max_samples: int | None = None,
+        random_crop: bool = False,
+        seed: int = 0,
+        target_lufs: float | None = None,
+        labels: Sequence[FrameLabels] | None = None,
+    ) -> None:
+        if max_samples is not None and max_samples < MIN_SAMPLES:
+            raise ValueError(f"max_samples must be at least {MIN_SAMPLES} (one conv frame), got {max_samples}")
+        if seed < 0:
+            raise ValueError(f"seed must be non-negative, got {seed}")
+        self.labels = tuple(labels or ())
+        for label_set in self.labels:
+            if len(label_set.per_utterance) != len(manifest):
+                raise ValueError(
+                    f"label set {label_set.name!r}: {len(label_set.per_utterance)} label sequences "
+                    f"but the manifest has {len(manifest)} rows"
+                )
+        self.manifest = manifest
+        self.max_samples = max_samples
+        self.random_crop = random_crop
+        self.seed = seed
+        self.target_lufs = target_lufs
+        self.label_hops = tuple(label_set.hop for label_set in self.labels)
+        self.crop_step = label_step(self.label_hops)
+        # Shared memory: persistent DataLoader workers hold their own copy of the dataset, and still see set_epoch.
+        self._epoch = torch.zeros((), dtype=torch.long).share_memory_()
+
+    def __len__(self) -> int:
+        return len(self.manifest)
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch < 0:
+            raise ValueError(f"epoch must be non-negative, got {epoch}")
+        self._epoch.fill_(epoch)
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        """Lengths in samples after cropping: what a batch sampler packs on."""
+        if self.max_samples is None:
+            return tuple(self.manifest.num_samples)
+        return tuple(min(n, self.max_samples) for n in self.manifest.num_samples)
+
+    def __getitem__(self, index: int) -> Item:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} is outside the manifest's {len(self)} rows")
+        path = self.manifest.audio_path(index)
+        wave = load_audio(path, target_lufs=self.target_lufs)  # (S,)
+        expected = self.manifest.num_samples[index]
+        if wave.shape[0] != expected:
+            raise ValueError(
+                f"{path}: loaded {wave.shape[0]} samples but the manifest says {expected}; "
+                "the file changed since the manifest was built"
+            )
+        item = Item(
+            wave=wave,
+            length=expected,
+            index=index,
+            labels=tuple(self._labels(label_set, index) for label_set in self.labels),
+            label_hops=self.label_hops,
+        )
+        if self.max_samples is None or expected <= self.max_samples:
+            return item
+        excess = expected - self.max_samples
+        offset = 0
+        if self.random_crop:
+            offset = crop_offset(excess, seed=self.seed, epoch=self.epoch, index=index, step=self.crop_step)
+        return crop_item(item, offset=offset, length=self.max_samples)
+
+    @staticmethod
+    def _labels(label_set: FrameLabels, index: int) -> torch.Tensor:
+        seq = torch.as_tensor(np.asarray(label_set.per_utterance[index]), dtype=torch.long)  # (L,)
+        if seq.ndim != 1:
+            raise ValueError(f"label set {label_set.name!r}, row {index}: expected a 1-D sequence, got {tuple(seq.shape)}")
+        return seq
