@@ -1,0 +1,1 @@
+"""Checkpoint conversion to and from torchaudio, fairseq and Hugging Face transformers."""

@@ -1,0 +1,147 @@
+"""HuBERT: predict the k-means label of each masked frame (cosine logits against label embeddings).
+WavLM is the same objective on an encoder with gated relative position bias (see wavlm.py).
+
+Shapes: B batch, S samples, T frames, D model width, F final dim, L label frames, N classes of one set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from ssl_audio.audio import SAMPLE_RATE
+from ssl_audio.models.encoder import Encoder, EncoderConfig
+from ssl_audio.models.output import Output
+from ssl_audio.nn.masking import MaskingConfig, SpanMasker
+
+LABEL_PAD = -100  # label value of padding (and of frames with no label); matches the data collator
+
+
+@dataclass(frozen=True, kw_only=True)
+class HubertConfig:
+    """Defaults: HuBERT BASE pretraining, iteration 2 (fairseq hubert_base_librispeech.yaml)."""
+
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    masking: MaskingConfig = field(default_factory=lambda: MaskingConfig(mask_prob=0.8))  # span 10, min 2
+    num_classes: tuple[int, ...] = (500,)  # clusters of each label set (iteration 1: 100 from MFCC)
+    label_rate: float = 50.0  # Hz of the label sequences (iteration 1: 100, iteration 2: 50)
+    final_dim: int = 256  # F; LARGE 768
+    untie_final_proj: bool = True  # one projection per label set
+    logit_temp: float = 0.1
+    masked_weight: float = 1.0  # fairseq pred_masked_weight
+    unmasked_weight: float = 0.0  # fairseq pred_nomask_weight
+    feature_grad_mult: float = 0.1  # LARGE 1.0
+    feature_penalty_weight: float = 10.0  # times the number of predicted frames
+
+
+def frame_targets(labels: Tensor, num_frames: int, label_rate: float, frame_rate: float) -> Tensor:
+    """Labels (B, L) at `label_rate` -> (B, T) targets at `frame_rate`: frame t takes label floor(t * ratio).
+
+    Frames past the end of the labels get LABEL_PAD (they are not predicted).
+    """
+    ratio = label_rate / frame_rate
+    index = (torch.arange(num_frames, device=labels.device) * ratio).long()  # (T,)
+    inside = index < labels.shape[1]
+    targets = labels[:, index.clamp(max=labels.shape[1] - 1)]
+    return targets.masked_fill(~inside[None, :], LABEL_PAD)
+
+
+class Hubert(nn.Module):
+    """Trunk + span masker + projection(s) + one embedding per cluster of each label set."""
+
+    def __init__(self, cfg: HubertConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = Encoder(cfg.encoder)
+        self.masker = SpanMasker(cfg.encoder.dim, cfg.masking)
+        num_sets = len(cfg.num_classes) if cfg.untie_final_proj else 1
+        self.final_proj = nn.Linear(cfg.encoder.dim, cfg.final_dim * num_sets)
+        self.label_embeddings = nn.Parameter(torch.empty(sum(cfg.num_classes), cfg.final_dim).uniform_())
+
+    @property
+    def frame_rate(self) -> float:
+        return SAMPLE_RATE / self.cfg.encoder.frame_stride
+
+    def forward(
+        self,
+        wave: Tensor,
+        lengths: Tensor | None,
+        labels: Sequence[Tensor],
+        *,
+        step: int = 0,
+        generator: torch.Generator | None = None,
+        layerdrop_seed: int | None = None,
+    ) -> Output:
+        """(B, S) waveforms, (B,) lengths and one (B, L) label tensor per label set (LABEL_PAD = none)."""
+        del step  # HuBERT has no schedule inside the model; the argument keeps one call for every family
+        cfg = self.cfg
+        if len(labels) != len(cfg.num_classes):
+            raise ValueError(f"expected {len(cfg.num_classes)} label sets, got {len(labels)}")
+        front = self.encoder.extract(wave, lengths, grad_mult=cfg.feature_grad_mult)
+        x, mask = self.masker(front.projected, front.lengths, generator=generator)  # (B, T, D), (B, T)
+        context = self.encoder.transformer(x, front.padding_mask, layerdrop_seed=layerdrop_seed).last
+        frames = context.shape[1]
+        valid_frames = torch.ones_like(mask) if front.padding_mask is None else ~front.padding_mask
+
+        losses: dict[str, Tensor] = {}
+        metrics: dict[str, Tensor] = {}
+        with torch.autocast(device_type=wave.device.type, enabled=False):  # loss maths in fp32
+            projected = self.final_proj(context.float())  # (B, T, F * sets)
+            chunks = projected.chunk(len(cfg.num_classes), dim=-1) if cfg.untie_final_proj else None
+            embeddings = self.label_embeddings.float().split(list(cfg.num_classes), dim=0)
+            total = projected.new_zeros(())
+            sample_size = torch.zeros((), dtype=torch.long, device=wave.device)
+            for i, (set_labels, table) in enumerate(zip(labels, embeddings)):
+                if set_labels.ndim != 2 or set_labels.shape[0] != wave.shape[0]:
+                    raise ValueError(f"label set {i}: expected shape (batch, frames), got {tuple(set_labels.shape)}")
+                targets = frame_targets(set_labels.to(wave.device), frames, cfg.label_rate, self.frame_rate)
+                if int(targets.max()) >= table.shape[0]:
+                    raise ValueError(f"label set {i}: label {int(targets.max())} >= num_classes {table.shape[0]}")
+                has_label = valid_frames & (targets != LABEL_PAD)
+                proj = chunks[i] if chunks is not None else projected  # (B, T, F)
+                logits = torch.cosine_similarity(proj.unsqueeze(2), table[None, None], dim=-1) / cfg.logit_temp
+                parts = (("masked", mask, cfg.masked_weight), ("unmasked", ~mask, cfg.unmasked_weight))
+                for name, where, weight in parts:
+                    chosen = has_label & where
+                    picked, wanted = logits[chosen], targets[chosen]  # (N, classes), (N,)
+                    term = nn.functional.cross_entropy(picked, wanted, reduction="sum")
+                    if weight > 0:
+                        total = total + weight * term
+                        losses[f"{name}_{i}"] = (weight * term).detach()
+                    with torch.no_grad():
+                        correct = (picked.argmax(dim=-1) == wanted).sum().float()
+                        metrics[f"accuracy_{name}_{i}"] = correct / max(int(chosen.sum()), 1)
+                    if name == ("masked" if cfg.masked_weight > 0 else "unmasked"):
+                        sample_size = sample_size + chosen.sum()
+            penalty = cfg.feature_penalty_weight * front.penalty * sample_size
+            loss = total + penalty
+        losses["penalty"] = penalty.detach()
+        metrics["masked_frames"] = mask.sum().detach()
+        return Output(loss=loss, sample_size=sample_size, losses=losses, metrics=metrics)
+
+
+def hubert_base(num_classes: tuple[int, ...] = (500,), label_rate: float = 50.0) -> HubertConfig:
+    return HubertConfig(num_classes=num_classes, label_rate=label_rate)
+
+
+def hubert_large(num_classes: tuple[int, ...] = (500,), label_rate: float = 50.0) -> HubertConfig:
+    """LARGE (fairseq hubert_large_ll60k.yaml): layer_norm extractor, pre-LN, 24 x 1024."""
+    return HubertConfig(
+        encoder=EncoderConfig(
+            extractor_mode="layer_norm", conv_bias=False, dim=1024, num_layers=24, num_heads=16, ffn_dim=4096,
+            pre_ln=True, dropout=0.0, attention_dropout=0.1, projection_dropout=0.0, layerdrop=0.1,
+        ),
+        num_classes=num_classes,
+        label_rate=label_rate,
+        final_dim=768,
+        feature_grad_mult=1.0,
+    )  # fmt: skip
+
+
+def hubert_tiny(num_classes: tuple[int, ...] = (100,), label_rate: float = 100.0) -> HubertConfig:
+    from ssl_audio.models.wav2vec2 import tiny_encoder
+
+    return HubertConfig(encoder=tiny_encoder(), num_classes=num_classes, label_rate=label_rate, final_dim=64)

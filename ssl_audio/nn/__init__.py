@@ -1,0 +1,1 @@
+"""Shared blocks of the trunk; no training code."""
