@@ -70,17 +70,20 @@ def label_step(hops: Sequence[int]) -> int:
     return math.lcm(*hops) if hops else 1
 
 
-def crop_offset(excess: int, *, seed: int, epoch: int, index: int, step: int = 1) -> int:
-    """A uniformly drawn multiple of `step` in [0, excess], fixed by (seed, epoch, index) alone."""
+def crop_offset(excess: int, *, seed: int, epoch: int, index: int, step: int = 1, stream: int = 0) -> int:
+    """A uniformly drawn multiple of `step` in [0, excess], fixed by (seed, epoch, index) alone.
+
+    `stream` separates independent draws for the same item (the dataset's crop, then the collator's).
+    """
     if excess < 0 or step < 1:
         raise ValueError(f"item {index}: crop needs excess >= 0 and step >= 1, got excess {excess}, step {step}")
-    if min(seed, epoch, index) < 0:
-        raise ValueError(f"item {index}: seed {seed}, epoch {epoch} and index {index} must be non-negative")
+    if min(seed, epoch, index, stream) < 0:
+        raise ValueError(f"seed {seed}, epoch {epoch}, index {index} and stream {stream} must be non-negative")
     choices = excess // step + 1
     if choices == 1:
         return 0
     # A fresh generator per item: no state shared between workers, call orders or processes.
-    return int(np.random.default_rng((seed, epoch, index)).integers(choices)) * step
+    return int(np.random.default_rng((seed, epoch, index, stream)).integers(choices)) * step
 
 
 def crop_item(item: Item, *, offset: int, length: int) -> Item:
@@ -97,7 +100,8 @@ def crop_item(item: Item, *, offset: int, length: int) -> Item:
     if offset % step:
         raise ValueError(f"item {item.index}: crop offset {offset} is not a multiple of the label frame step {step}")
     labels = tuple(
-        seq[offset // hop : offset // hop + round(length / hop)].clone() for seq, hop in zip(item.labels, item.label_hops)
+        seq[offset // hop : offset // hop + round(length / hop)].clone()
+        for seq, hop in zip(item.labels, item.label_hops)
     )
     # clone: a view would keep (and ship between processes) the whole file's storage
     wave = item.wave[offset : offset + length].clone()  # (length,)
@@ -190,5 +194,7 @@ class AudioDataset(Dataset[Item]):
     def _labels(label_set: FrameLabels, index: int) -> torch.Tensor:
         seq = torch.as_tensor(np.asarray(label_set.per_utterance[index]), dtype=torch.long)  # (L,)
         if seq.ndim != 1:
-            raise ValueError(f"label set {label_set.name!r}, row {index}: expected a 1-D sequence, got {tuple(seq.shape)}")
+            raise ValueError(
+                f"label set {label_set.name!r}, row {index}: expected a 1-D sequence, got {tuple(seq.shape)}"
+            )
         return seq

@@ -1,0 +1,120 @@
+"""Collation: a list of dataset Items -> one padded Batch.
+
+Shapes: B batch, S samples (16 kHz), L label frames.
+
+"pad" pads every wave to the longest with zeros (lengths say where audio ends); "crop" cuts every item
+to the shortest (fairseq's choice: no padding, some audio unused), at an offset fixed by (seed, epoch,
+index) and snapped to whole label frames by the same `crop_item` the dataset uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+
+import torch
+from torch.nn.utils.rnn import pad_sequence
+
+from ssl_audio.data.dataset import Item, crop_item, crop_offset, label_step
+
+LABEL_PAD = -100  # label value past a sequence's end; torch's cross_entropy ignores it by default
+COLLATE_MODES = ("pad", "crop")
+CROP_STREAM = 1  # crop_offset stream: independent of the dataset's crop of the same item (stream 0)
+
+
+def lengths_to_padding_mask(lengths: torch.Tensor, size: int) -> torch.Tensor:
+    """(B,) lengths -> (B, size) bool, True at padded positions."""
+    return torch.arange(size, device=lengths.device)[None, :] >= lengths[:, None]
+
+
+@dataclass(kw_only=True)
+class Batch:
+    waves: torch.Tensor  # (B, S) float32, zero past each length
+    lengths: torch.Tensor  # (B,) long: real samples per row
+    indices: torch.Tensor  # (B,) long: manifest rows
+    offsets: torch.Tensor  # (B,) long: samples from each file's start to where its row starts
+    labels: tuple[torch.Tensor, ...] = ()  # each (B, L) long, LABEL_PAD past each sequence; one per label set
+
+    def __len__(self) -> int:
+        return self.waves.shape[0]
+
+    @property
+    def padding_mask(self) -> torch.Tensor:
+        """(B, S) bool, True at padded samples."""
+        return lengths_to_padding_mask(self.lengths, self.waves.shape[1])
+
+    def to(self, device: torch.device | str, *, non_blocking: bool = False) -> Batch:
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> Batch:
+        """Called by DataLoader(pin_memory=True) for faster, asynchronous host-to-GPU copies."""
+        return self._map(torch.Tensor.pin_memory)
+
+    def _map(self, fn) -> Batch:
+        moved = {}
+        for field in fields(self):
+            value = getattr(self, field.name)
+            moved[field.name] = tuple(fn(t) for t in value) if isinstance(value, tuple) else fn(value)
+        return Batch(**moved)
+
+
+class Collator:
+    """collate_fn for a DataLoader over an AudioDataset; see the module docstring for the modes.
+
+    random_crop: in "crop" mode, draw offsets from (seed, epoch, index); False crops from the start (eval).
+    """
+
+    def __init__(self, mode: str = "pad", *, seed: int = 0, random_crop: bool = True) -> None:
+        if mode not in COLLATE_MODES:
+            raise ValueError(f"collate mode must be one of {COLLATE_MODES}, got {mode!r}")
+        if seed < 0:
+            raise ValueError(f"seed must be non-negative, got {seed}")
+        self.mode = mode
+        self.seed = seed
+        self.random_crop = random_crop
+        # Shared memory: a persistent DataLoader worker runs its own copy of the collator, and still sees set_epoch.
+        self._epoch = torch.zeros((), dtype=torch.long).share_memory_()
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch < 0:
+            raise ValueError(f"epoch must be non-negative, got {epoch}")
+        self._epoch.fill_(epoch)
+
+    def __call__(self, items: Sequence[Item]) -> Batch:
+        if not items:
+            raise ValueError("cannot collate an empty batch")
+        for item in items:
+            if item.label_hops != items[0].label_hops:
+                raise ValueError(
+                    f"item {item.index} has label hops {item.label_hops} but item {items[0].index} has "
+                    f"{items[0].label_hops}; every item of a batch needs the same label sets"
+                )
+        if self.mode == "crop":
+            shortest = min(item.length for item in items)
+            items = [self._crop(item, shortest) for item in items]
+        waves = pad_sequence([item.wave for item in items], batch_first=True)  # (B, S), zero padded
+        labels = tuple(
+            pad_sequence([item.labels[k] for item in items], batch_first=True, padding_value=LABEL_PAD)  # (B, L)
+            for k in range(len(items[0].labels))
+        )
+        return Batch(
+            waves=waves,
+            lengths=torch.tensor([item.length for item in items], dtype=torch.long),
+            indices=torch.tensor([item.index for item in items], dtype=torch.long),
+            offsets=torch.tensor([item.offset for item in items], dtype=torch.long),
+            labels=labels,
+        )
+
+    def _crop(self, item: Item, length: int) -> Item:
+        offset = 0
+        if self.random_crop:
+            step = label_step(item.label_hops)
+            excess = item.length - length
+            offset = crop_offset(
+                excess, seed=self.seed, epoch=self.epoch, index=item.index, step=step, stream=CROP_STREAM
+            )
+        return crop_item(item, offset=offset, length=length)

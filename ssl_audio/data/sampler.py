@@ -1,0 +1,237 @@
+"""BucketBatchSampler: batches of similar-length utterances under a bound on the padded batch size.
+
+A batch of B utterances padded to its longest, S_max, costs B * S_max samples of compute; the bound is
+on that, not on the real audio. Sorting by length before packing keeps S_max close to every length.
+
+Every rank builds the same global batch list from (seed, epoch), evens its count to a multiple of the
+world size without dropping or repeating an utterance, and takes every world_size-th batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+from torch.utils.data import Sampler
+
+from ssl_audio.audio import SAMPLE_RATE
+
+STATE_KEYS = ("epoch", "seed", "position", "rank", "world_size", "num_items", "fingerprint")
+
+
+class BucketBatchSampler(Sampler[list[int]]):
+    """Yields lists of dataset indices; each utterance exactly once per epoch over all ranks.
+
+    lengths: effective size of each item in samples (after cropping).
+    max_batch_seconds: bound on len(batch) * max length in batch, in seconds of 16 kHz audio.
+    bucketing: pack in length order; False packs in random order (a baseline for benchmarks).
+    num_buckets: 0 sorts exactly (random tie-break); k > 0 sorts into k equal-count length buckets and
+        shuffles inside each, so batches mix differently every epoch at some cost in padding.
+    shuffle: shuffle ties, buckets, packing order and batch order by (seed, epoch); False is deterministic
+        length order (eval).
+    max_batch_size: optional cap on utterances per batch.
+    """
+
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        *,
+        max_batch_seconds: float,
+        bucketing: bool = True,
+        num_buckets: int = 0,
+        shuffle: bool = True,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        max_batch_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.lengths = np.asarray(lengths, dtype=np.int64)  # (N,)
+        self.max_batch_samples = round(max_batch_seconds * SAMPLE_RATE)
+        n = len(self.lengths)
+        if self.lengths.ndim != 1 or n == 0:
+            raise ValueError(f"lengths must be a non-empty 1-D sequence, got shape {self.lengths.shape}")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"need 0 <= rank < world_size, got rank {rank}, world_size {world_size}")
+        if n < world_size:
+            raise ValueError(f"{n} items cannot give each of {world_size} ranks a batch")
+        if num_buckets < 0 or seed < 0:
+            raise ValueError(f"num_buckets and seed must be non-negative, got {num_buckets} and {seed}")
+        if max_batch_size is not None and max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")
+        if (bad := np.flatnonzero(self.lengths < 1)).size:
+            raise ValueError(f"item {bad[0]} has length {self.lengths[bad[0]]}; lengths must be positive")
+        if (bad := np.flatnonzero(self.lengths > self.max_batch_samples)).size:
+            raise ValueError(
+                f"item {bad[0]} alone has {self.lengths[bad[0]]} samples, more than the batch bound of "
+                f"{self.max_batch_samples} ({max_batch_seconds} s); raise max_batch_seconds or crop shorter"
+            )
+        self.bucketing = bucketing
+        self.num_buckets = num_buckets
+        self.shuffle = shuffle
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.max_batch_size = max_batch_size
+        self._epoch = 0
+        self._position = 0  # batches of this epoch handed out on this rank
+        self._resuming = False  # the next __iter__ continues from _position (set by load_state_dict)
+        self._cache: tuple[int, list[list[int]]] | None = None  # (epoch, this rank's batches)
+
+    # -- epochs and resuming -------------------------------------------------------------------------
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    @property
+    def position(self) -> int:
+        """Batches of the current epoch already yielded on this rank."""
+        return self._position
+
+    @property
+    def start_position(self) -> int:
+        """Where the next __iter__ starts: the loaded position once after load_state_dict, else 0."""
+        return self._position if self._resuming else 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch's batch order. The current epoch is kept as is, so a loaded resume survives."""
+        if epoch < 0:
+            raise ValueError(f"epoch must be non-negative, got {epoch}")
+        if epoch != self._epoch:
+            self._epoch, self._position, self._resuming = epoch, 0, False
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "epoch": self._epoch,
+            "seed": self.seed,
+            "position": self._position,
+            "rank": self.rank,  # informative: ranks move in lockstep, so any rank's position fits all
+            "world_size": self.world_size,
+            "num_items": len(self.lengths),
+            "fingerprint": self.fingerprint(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Make the next __iter__ yield exactly the batches of state's epoch not yet yielded."""
+        if missing := [key for key in STATE_KEYS if key not in state]:
+            raise ValueError(f"sampler state lacks {', '.join(missing)}")
+        mine = self.state_dict()
+        for key in ("seed", "world_size", "num_items", "fingerprint"):  # a different batch list: positions mean nothing
+            if state[key] != mine[key]:
+                raise ValueError(f"sampler state has {key} {state[key]!r} but this sampler has {mine[key]!r}")
+        epoch, position = int(state["epoch"]), int(state["position"])
+        if epoch < 0:
+            raise ValueError(f"sampler state has epoch {epoch}; epochs are non-negative")
+        if not 0 <= position <= (count := len(self._rank_batches(epoch))):
+            raise ValueError(f"sampler state has position {position}, outside epoch {epoch}'s {count} batches")
+        self._epoch, self._position, self._resuming = epoch, position, True
+
+    def fingerprint(self) -> str:
+        """Hash of everything but (seed, epoch) that decides the batch list."""
+        config = (self.max_batch_samples, self.bucketing, self.num_buckets, self.shuffle, self.max_batch_size)
+        digest = hashlib.sha1(self.lengths.tobytes())
+        digest.update(repr((config, self.world_size)).encode())
+        return digest.hexdigest()[:16]
+
+    # -- iteration -----------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._rank_batches(self._epoch))
+
+    def __iter__(self) -> Iterator[list[int]]:
+        # Not a generator itself: the position resets when iteration starts, not at the first batch.
+        batches = self._rank_batches(self._epoch)
+        start = self.start_position
+        self._position, self._resuming = start, False
+        return self._yield_from(batches[start:])
+
+    def _yield_from(self, batches: list[list[int]]) -> Iterator[list[int]]:
+        for batch in batches:
+            self._position += 1  # before yielding: a state saved while the batch is in use counts it as done
+            yield batch
+
+    def _rank_batches(self, epoch: int) -> list[list[int]]:
+        if self._cache is None or self._cache[0] != epoch:
+            self._cache = (epoch, self.global_batches(epoch)[self.rank :: self.world_size])
+        return self._cache[1]
+
+    def global_batches(self, epoch: int) -> list[list[int]]:
+        """All ranks' batches of `epoch`, in order; rank r takes batches r, r + world_size, ..."""
+        rng = np.random.default_rng((self.seed, epoch))
+        batches = self._even_out(self._pack(self._order(rng)))
+        if self.shuffle:
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+        return batches
+
+    def _order(self, rng: np.random.Generator) -> np.ndarray:
+        """Item indices in the order they are packed."""
+        n = len(self.lengths)
+        if not self.bucketing:
+            return rng.permutation(n) if self.shuffle else np.arange(n)
+        if not self.shuffle:
+            return np.argsort(self.lengths, kind="stable")
+        if self.num_buckets == 0:
+            # A stable sort of a random permutation: length order, ties in random order.
+            perm = rng.permutation(n)
+            return perm[np.argsort(self.lengths[perm], kind="stable")]
+        buckets = np.array_split(np.argsort(self.lengths, kind="stable"), self.num_buckets)
+        return np.concatenate([rng.permutation(bucket) for bucket in buckets])
+
+    def _fits(self, size: int, longest: int) -> bool:
+        return size * longest <= self.max_batch_samples and (self.max_batch_size is None or size <= self.max_batch_size)
+
+    def _pack(self, order: np.ndarray) -> list[list[int]]:
+        """Greedy: add items in `order` to the current batch while its padded size stays in bounds."""
+        batches: list[list[int]] = []
+        current: list[int] = []
+        longest = 0
+        for index, length in zip(order.tolist(), self.lengths[order].tolist()):
+            if current and not self._fits(len(current) + 1, max(longest, length)):
+                batches.append(current)
+                current, longest = [], 0
+            current.append(index)
+            longest = max(longest, length)
+        batches.append(current)
+        return batches
+
+    def _even_out(self, batches: list[list[int]]) -> list[list[int]]:
+        """Make the batch count a multiple of world_size: split the largest batches (never breaks the
+        bound), or, when that would need more batches than items, merge pairs that still fit."""
+        size = self.world_size
+        up = -(-len(batches) // size) * size
+        if up <= len(self.lengths):
+            while len(batches) < up:  # a multi-item batch exists while batches < items
+                i = max(range(len(batches)), key=lambda j: len(batches[j]))  # first of the largest
+                half = len(batches[i]) // 2
+                batches[i : i + 1] = [batches[i][:half], batches[i][half:]]
+            return batches
+        down = len(batches) // size * size
+        while len(batches) > down:
+            pair = self._cheapest_merge(batches)
+            if pair is None:
+                raise ValueError(
+                    f"cannot make {len(batches)} batches of {len(self.lengths)} items a multiple of world_size "
+                    f"{size} within {self.max_batch_samples} samples per batch; raise max_batch_seconds"
+                )
+            i, j = sorted(pair)
+            batches[i] = batches[i] + batches.pop(j)
+        return batches
+
+    def _cheapest_merge(self, batches: list[list[int]]) -> tuple[int, int] | None:
+        """The pair of batches whose union has the smallest padded size within the bound, if any."""
+        longest = [int(self.lengths[b].max()) for b in batches]
+        best, best_cost = None, None
+        smallest = None  # among batches with a shorter (or equal) longest item: the one with fewest items
+        for j in sorted(range(len(batches)), key=lambda k: longest[k]):
+            # Pairing j with the smallest shorter batch is the cheapest and the likeliest to fit.
+            if smallest is not None:
+                size = len(batches[smallest]) + len(batches[j])
+                cost = size * longest[j]
+                if self._fits(size, longest[j]) and (best_cost is None or cost < best_cost):
+                    best, best_cost = (smallest, j), cost
+            if smallest is None or len(batches[j]) < len(batches[smallest]):
+                smallest = j
+        return best
