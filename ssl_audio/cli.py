@@ -59,6 +59,20 @@ def _data_pass(args: argparse.Namespace) -> None:
     (Path(cfg.run_dir) / "data_pass.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 
+def _pretrain(args: argparse.Namespace) -> None:
+    from ssl_audio.config import load_config
+    from ssl_audio.train.loop import train
+
+    cfg = load_config(args.recipe, args.overrides)
+    result = train(cfg, resume=args.resume)
+    summary = f"pretrain: {result.step} updates ({result.skipped} skipped)"
+    if result.losses:
+        summary += f", loss {result.losses[0]:.3f} -> {result.losses[-1]:.3f} per predicted frame this run"
+    if result.valid:
+        summary += f", valid loss {result.valid['loss']:.3f}"
+    print(summary + (f"; checkpoint {result.checkpoint}" if result.checkpoint else ""))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ssl-audio", description=__doc__.split(":")[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -81,6 +95,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. data.max_samples=32000")
     p.add_argument("--max-batches", type=int, default=None, help="stop after this many batches")
     p.set_defaults(func=_data_pass)
+
+    p = commands.add_parser(
+        "pretrain",
+        help="pretrain wav2vec2, HuBERT or WavLM from a recipe",
+        description="Many processes: accelerate launch -m ssl_audio.cli pretrain RECIPE.yaml ...",
+    )
+    p.add_argument("recipe", help="YAML recipe (see recipes/)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. optim.lr=1e-4")
+    p.add_argument(
+        "--resume", default=None, metavar="auto|STEP_DIR",
+        help="auto: newest complete checkpoint in run_dir (broken ones skipped); or a step folder",
+    )  # fmt: skip
+    p.set_defaults(func=_pretrain)
     return parser
 
 

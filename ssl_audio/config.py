@@ -16,6 +16,8 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
+from ssl_audio.train.schedule import ScheduleConfig
+
 T = TypeVar("T")
 
 
@@ -31,15 +33,74 @@ class DataConfig:
     collate: Literal["pad", "crop"] = "pad"  # pad to the batch maximum, or crop to its minimum (fairseq)
     num_workers: int = 2  # DataLoader worker processes
     target_lufs: float | None = None  # loudness normalisation on load (LUFS); None keeps the file's level
+    train_labels: tuple[str, ...] = ()  # HuBERT/WavLM: one label file per label set, rows as train.tsv
+    valid_labels: tuple[str, ...] = ()  # the same label sets for valid.tsv
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """Which family, which preset, and overrides of the preset's fields (checked against the family's config)."""
+
+    family: Literal["wav2vec2", "hubert", "wavlm"] = "wav2vec2"
+    preset: str = "base"  # a preset function of the family: base, large, tiny (wavlm: base_plus too)
+    config: dict[str, Any] = field(default_factory=dict)  # e.g. {masking: {mask_prob: 0.5}, num_classes: [100]}
+
+
+@dataclass(frozen=True, kw_only=True)
+class OptimConfig:
+    """AdamW. Defaults: wav2vec 2.0 / HuBERT BASE (fairseq adam betas (0.9, 0.98), eps 1e-6, wd 0.01)."""
+
+    lr: float = 5e-4  # peak learning rate; wav2vec 2.0 / HuBERT BASE 5e-4, LARGE 3e-4 (LibriVox: 5e-3 x 0.1)
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-6
+    weight_decay: float = 0.01  # not applied to norms, biases and other vectors
+    clip_norm: float = 10.0  # HuBERT BASE 10; 0 disables clipping (the norm is still measured)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """How long, how precise, how often to validate, checkpoint and log."""
+
+    max_updates: int = 400_000  # wav2vec 2.0 / HuBERT BASE
+    max_epochs: int | None = None  # stop after this many epochs too, whichever comes first
+    stop_at: int | None = None  # end this call at this update (checkpointed); the schedule still spans the run
+    target_seconds_per_update: float | None = None  # audio per update over all processes: sets accumulation
+    grad_accum: int = 1  # micro-batches per update when target_seconds_per_update is None
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # fp16 (GPU only) uses dynamic loss scaling
+    compile: bool = False  # torch.compile the model
+    cpu: bool = False  # force the CPU even when a GPU is present
+    valid_every: int = 1000  # updates between validations (and at the end)
+    valid_max_batches: int | None = None  # cap validation cost; None = the whole valid manifest
+    save_every: int = 5000  # updates between checkpoints (and at the end)
+    keep_last: int = 2  # newest checkpoints kept, plus the best by validation loss
+    log_every: int = 100  # updates between text log lines and TensorBoard points
+    max_bad_updates: int = 20  # consecutive skipped (non-finite) updates before the run stops
+    perplexity_warn_below: float = 0.02  # warn when code perplexity < this fraction of G*V (collapse)
+    chance_warn_after: int = 2000  # warn when masked accuracy is still near chance after this many updates
+
+
+@dataclass(frozen=True, kw_only=True)
+class InitConfig:
+    """Continued pretraining: start from another run's weights with a fresh optimizer, schedule and step."""
+
+    checkpoint: str | None = None  # a step folder of ours, or a converted model (ssl-audio convert)
+    reset_quantizer: bool = False  # wav2vec2: new codebook instead of the checkpoint's
+    reset_heads: bool = False  # HuBERT/WavLM: new projection and label embeddings (needed when k changes)
+    rewarm: bool = True  # warm the learning rate up again; False starts at the peak
 
 
 @dataclass(frozen=True, kw_only=True)
 class Config:
-    """A run: its folder, its seed and its parts. Later parts (model, optim, train) join here."""
+    """A run: its folder, its seed and its parts."""
 
-    run_dir: str = "runs/default"  # resolved config, logs and outputs go here
+    run_dir: str = "checkpoints/default"  # resolved config, logs, TensorBoard and step folders go here
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    init: InitConfig = field(default_factory=InitConfig)
 
 
 def _type_name(tp: Any) -> str:
@@ -66,6 +127,10 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         if value not in args:
             raise ValueError(f"config key {key!r}: {value!r} is not one of {list(args)}")
         return value
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"config key {key!r}: expected a mapping, got {value!r}")
+        return dict(value)
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
             raise ValueError(f"config key {key!r}: expected a list, got {value!r}")

@@ -91,6 +91,9 @@ def make_loader(
         num_workers=num_workers,
         persistent_workers=num_workers > 0,  # worker start-up (imports, fork) once per run, not per epoch
         pin_memory=torch.cuda.is_available(),
+        # Its own generator: each new iterator draws a worker seed, which must not advance the global RNG
+        # (masking, dropout, Gumbel noise) or a resumed run would drift from an uninterrupted one.
+        generator=torch.Generator().manual_seed(seed),
     )
     set_epoch(loader, epoch)
     return loader

@@ -1,0 +1,186 @@
+"""Checkpoints: one folder per update step, written whole or not at all.
+
+    <run>/step_00001000/
+        model.safetensors   weights (no pickled code can hide in safetensors)
+        train_state.pt      optimizer, scheduler, scaler, per-rank RNG, sampler position, counters:
+                            plain tensors and containers, read back with torch.load(weights_only=True)
+        config.yaml         the resolved config
+        meta.json           step, validation loss and the size and SHA-256 of every file; written last
+
+A folder is written as `.step_00001000.tmp/` and renamed when complete, so a crash mid-save leaves
+nothing that looks like a checkpoint; `meta.json` then catches truncation or corruption after the fact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+PREFIX = "step_"
+MODEL_FILE, STATE_FILE, CONFIG_FILE, META_FILE = "model.safetensors", "train_state.pt", "config.yaml", "meta.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the folder or file and the reason."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Checkpoint:
+    path: Path
+    step: int
+    val_loss: float | None
+    model_state: dict[str, torch.Tensor]
+    train_state: dict[str, Any]
+    config_text: str
+
+
+def step_dir(run_dir: Path, step: int) -> Path:
+    return Path(run_dir) / f"{PREFIX}{step:08d}"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(
+    run_dir: str | Path,
+    step: int,
+    *,
+    model_state: dict[str, torch.Tensor],
+    train_state: dict[str, Any],
+    config_text: str,
+    val_loss: float | None = None,
+) -> Path:
+    """Write a complete checkpoint for `step` atomically; returns its folder."""
+    final = step_dir(Path(run_dir), step)
+    tmp = final.with_name(f".{final.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    for name, value in model_state.items():
+        if not torch.isfinite(value).all() and value.is_floating_point():
+            shutil.rmtree(tmp)
+            raise CheckpointError(f"refusing to save step {step}: parameter {name!r} holds NaN/Inf")
+    save_file({k: v.detach().contiguous().cpu() for k, v in model_state.items()}, tmp / MODEL_FILE)
+    torch.save(train_state, tmp / STATE_FILE)
+    (tmp / CONFIG_FILE).write_text(config_text, encoding="utf-8")
+    files = {}
+    for name in (MODEL_FILE, STATE_FILE, CONFIG_FILE):
+        _fsync(tmp / name)
+        files[name] = {"bytes": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)}
+    meta = {"step": step, "val_loss": val_loss, "files": files}
+    (tmp / META_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    _fsync(tmp / META_FILE)
+    if final.exists():  # saving the same step again (e.g. the end of a run that just saved)
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _fsync(final.parent)
+    return final
+
+
+def read_meta(path: Path, *, verify: bool = True) -> dict:
+    """meta.json of a checkpoint folder, after checking every file against it."""
+    meta_path = path / META_FILE
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: incomplete checkpoint (no {META_FILE})") from None
+    except (OSError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{meta_path}: unreadable ({err})") from None
+    if verify:
+        for name, expected in meta.get("files", {}).items():
+            file = path / name
+            if not file.is_file():
+                raise CheckpointError(f"{file}: missing")
+            if file.stat().st_size != expected["bytes"]:
+                raise CheckpointError(f"{file}: truncated ({file.stat().st_size} of {expected['bytes']} bytes)")
+            if _sha256(file) != expected["sha256"]:
+                raise CheckpointError(f"{file}: corrupt (SHA-256 differs from {META_FILE})")
+    return meta
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read and verify a checkpoint folder. Nothing in it is unpickled as code."""
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: not a checkpoint folder")
+    meta = read_meta(path)
+    try:
+        model_state = load_file(path / MODEL_FILE)
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"{path / MODEL_FILE}: unreadable ({err})") from None
+    try:
+        train_state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
+    except Exception as err:  # weights_only refuses anything that is not plain data: say which file
+        raise CheckpointError(f"{path / STATE_FILE}: refused or unreadable ({type(err).__name__}: {err})") from None
+    return Checkpoint(
+        path=path,
+        step=int(meta["step"]),
+        val_loss=meta.get("val_loss"),
+        model_state=model_state,
+        train_state=train_state,
+        config_text=(path / CONFIG_FILE).read_text(encoding="utf-8"),
+    )
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Checkpoint folders of a run (complete or not), oldest first."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    found = [p for p in run_dir.iterdir() if p.is_dir() and p.name.startswith(PREFIX) and p.name[5:].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[len(PREFIX) :]))
+
+
+def find_resume(run_dir: str | Path) -> Checkpoint | None:
+    """The newest checkpoint that loads and verifies; broken ones are skipped with a warning."""
+    for path in reversed(list_checkpoints(run_dir)):
+        try:
+            return load_checkpoint(path)
+        except CheckpointError as err:
+            warnings.warn(f"skipping checkpoint: {err}", stacklevel=2)
+    return None
+
+
+def prune_checkpoints(run_dir: str | Path, keep_last: int) -> list[Path]:
+    """Delete all but the newest `keep_last` complete checkpoints and the one with the best validation loss.
+
+    Call only after a successful save. Folders without a valid meta.json are left alone (never deleted
+    on a guess); returns the deleted folders.
+    """
+    metas = []
+    for path in list_checkpoints(run_dir):
+        try:
+            metas.append((path, read_meta(path, verify=False)))
+        except CheckpointError:
+            continue
+    keep = {path for path, _ in metas[-keep_last:]} if keep_last > 0 else set()
+    scored = [(m["val_loss"], path) for path, m in metas if m.get("val_loss") is not None]
+    if scored:
+        keep.add(min(scored)[1])
+    deleted = [path for path, _ in metas if path not in keep]
+    for path in deleted:
+        shutil.rmtree(path)
+    return deleted

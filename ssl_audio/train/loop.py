@@ -1,0 +1,317 @@
+"""`train(cfg)`: one loop for every family, on one CPU or many GPUs (accelerate).
+
+Read top to bottom: set-up, resume, then `while step < total: update; validate; save`. An update sums the
+losses of `accum` micro-batches on every process and divides the gradient by the total number of
+predicted frames (fairseq's normalisation), so the gradient does not depend on how the work is split.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs, gather_object
+
+from ssl_audio.audio import SAMPLE_RATE
+from ssl_audio.config import Config, save_config
+from ssl_audio.data.collate import Batch
+from ssl_audio.data.labels import label_classes, load_labels, read_header
+from ssl_audio.data.loader import ResumableLoader, make_loader, set_epoch
+from ssl_audio.data.manifest import load_manifest
+from ssl_audio.train.checkpoint import find_resume, load_checkpoint, prune_checkpoints, save_checkpoint
+from ssl_audio.train.families import FAMILIES, build_model, chance_accuracy, family_config, forward_batch
+from ssl_audio.train.rng import capture_rng, restore_rng, seed_everything
+from ssl_audio.train.schedule import lr_multiplier
+from ssl_audio.train.telemetry import Telemetry
+from ssl_audio.train.weights import HEAD_PARTS, QUANTIZER_PARTS, load_weights
+
+PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
+
+
+class TrainingError(RuntimeError):
+    """The run cannot go on (e.g. too many non-finite updates in a row)."""
+
+
+@dataclass(kw_only=True)
+class TrainResult:
+    step: int
+    epoch: int
+    skipped: int
+    losses: list[float] = field(default_factory=list)  # mean loss per frame of each update this call ran
+    valid: dict[str, float] = field(default_factory=dict)  # the last validation
+    checkpoint: Path | None = None
+
+
+def with_label_shapes(cfg: Config) -> Config:
+    """HuBERT/WavLM: take the number of classes and the label rate from the label files' headers."""
+    if not FAMILIES[cfg.model.family].uses_labels:
+        return cfg
+    if not cfg.data.train_labels:
+        raise ValueError(f"model.family={cfg.model.family} needs data.train_labels (see `ssl-audio kmeans assign`)")
+    rates = {float(read_header(p)["rate"]) for p in cfg.data.train_labels}
+    if len(rates) != 1:
+        raise ValueError(f"data.train_labels have different label rates {sorted(rates)}")
+    shapes = {"num_classes": list(label_classes(cfg.data.train_labels)), "label_rate": rates.pop()}
+    return replace(cfg, model=replace(cfg.model, config={**cfg.model.config, **shapes}))
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on matrices only: not on norms, biases, embeddings of one vector or weight-norm gains."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (decay if p.ndim >= 2 and not name.endswith("original0") else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def batch_stream(loader: ResumableLoader, epoch: int) -> Iterator[tuple[int, Batch]]:
+    """Batches across epoch boundaries; a loader restored mid-epoch continues that epoch first."""
+    while True:
+        set_epoch(loader, epoch)
+        for batch in loader:
+            yield epoch, batch
+        epoch += 1
+
+
+def train(cfg: Config, *, resume: str | None = None) -> TrainResult:
+    """Pretrain `cfg.model` on `cfg.data`. `resume`: None, "auto" (newest good checkpoint) or a step folder."""
+    cfg = with_label_shapes(cfg)
+    family_cfg = family_config(cfg.model)
+    # Layerdrop leaves layers without gradients in some updates; DDP must be told to expect that.
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=family_cfg.encoder.layerdrop > 0)
+    accelerator = Accelerator(mixed_precision=PRECISION[cfg.train.precision], cpu=cfg.train.cpu, kwargs_handlers=[ddp])
+    rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
+    run_dir = Path(cfg.run_dir)
+    if accelerator.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+    config_text = (run_dir / "config.yaml").read_text() if accelerator.is_main_process else ""
+
+    # Data: this process's share of the batches.
+    data = cfg.data
+    manifest_dir = Path(data.manifest_dir)
+    train_manifest = load_manifest(manifest_dir / "train.tsv")
+    labels = [load_labels(p, train_manifest) for p in data.train_labels] or None
+    grad_accum = cfg.train.grad_accum
+    if cfg.train.target_seconds_per_update is not None:
+        grad_accum = max(1, math.ceil(cfg.train.target_seconds_per_update / (data.max_batch_seconds * world)))
+    loader = make_loader(
+        train_manifest, max_samples=data.max_samples, random_crop=True, max_batch_seconds=data.max_batch_seconds,
+        bucketing=data.bucketing, num_buckets=data.num_buckets, collate_mode=data.collate, seed=cfg.seed,
+        rank=rank, world_size=world, num_workers=data.num_workers, labels=labels, target_lufs=data.target_lufs,
+    )  # fmt: skip
+    valid_loader = None
+    if (manifest_dir / "valid.tsv").exists() and len((manifest_dir / "valid.tsv").read_text().splitlines()) > 1:
+        valid_manifest = load_manifest(manifest_dir / "valid.tsv")
+        valid_labels = [load_labels(p, valid_manifest) for p in data.valid_labels] or None
+        if labels and not valid_labels:
+            raise ValueError("data.valid_labels must name label files for valid.tsv when training with labels")
+        valid_loader = make_loader(
+            valid_manifest, max_samples=data.max_samples, random_crop=False, max_batch_seconds=data.max_batch_seconds,
+            bucketing=True, shuffle=False, collate_mode="pad", seed=cfg.seed, rank=rank, world_size=world,
+            num_workers=0, labels=valid_labels, target_lufs=data.target_lufs,
+        )  # fmt: skip
+
+    # Model, optimizer, schedule. Every process builds the same initial weights from the same seed.
+    seed_everything(cfg.seed)
+    family = cfg.model.family
+    model = build_model(cfg.model)
+    resumed = load_checkpoint(resume) if resume not in (None, "auto") else find_resume(run_dir) if resume else None
+    if resumed is None and cfg.init.checkpoint:
+        skip = (QUANTIZER_PARTS if cfg.init.reset_quantizer else ()) + (HEAD_PARTS if cfg.init.reset_heads else ())
+        load_weights(model, load_checkpoint(cfg.init.checkpoint).model_state, source=cfg.init.checkpoint, skip=skip)
+    if cfg.train.compile:
+        model = torch.compile(model)
+    optimizer = torch.optim.AdamW(
+        param_groups(model, cfg.optim.weight_decay), lr=cfg.optim.lr, betas=cfg.optim.betas, eps=cfg.optim.eps
+    )
+    updates_per_epoch = max(len(loader) // grad_accum, 1)
+    total = cfg.train.max_updates
+    if cfg.train.max_epochs is not None:
+        total = min(total, cfg.train.max_epochs * updates_per_epoch)
+    skip_warmup = 0 if cfg.init.rewarm or not cfg.init.checkpoint else cfg.schedule.warmup_updates
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_multiplier(s + skip_warmup, total + skip_warmup, cfg.schedule)
+    )
+    model, optimizer = accelerator.prepare(model, optimizer)
+    core = accelerator.unwrap_model(model)
+
+    step = epoch = skipped = bad_in_row = 0
+    if resumed is not None:
+        load_weights(core, resumed.model_state, source=str(resumed.path))
+        state = resumed.train_state
+        if state["world_size"] != world:
+            raise ValueError(f"{resumed.path}: saved with {state['world_size']} processes, resuming with {world}")
+        optimizer.optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if accelerator.scaler is not None and state.get("scaler"):
+            accelerator.scaler.load_state_dict(state["scaler"])
+        loader.load_state_dict(state["loader"][rank])
+        step, skipped = state["step"], state["skipped"]
+        epoch = state["loader"][rank]["epoch"]
+        restore_rng(state["rng"][rank])
+    else:
+        seed_everything(cfg.seed * 1000 + rank + 1)  # masking and dropout differ across processes
+
+    quantizer_cfg = getattr(family_cfg, "quantizer", None)
+    telemetry = Telemetry(
+        run_dir, enabled=accelerator.is_main_process, total_updates=total, start_update=step,
+        log_every=cfg.train.log_every, chance=chance_accuracy(family_cfg),
+        chance_warn_after=cfg.train.chance_warn_after,
+        perplexity_floor=None if quantizer_cfg is None
+        else cfg.train.perplexity_warn_below * quantizer_cfg.num_groups * quantizer_cfg.num_entries,
+    )  # fmt: skip
+    if resumed is not None:
+        telemetry.line(f"resumed from {resumed.path} at update {step}")
+    telemetry.line(
+        f"{family} ({cfg.model.preset}): {sum(p.numel() for p in core.parameters()):,} parameters, {world} process(es), "
+        f"{grad_accum} micro-batch(es) per update, {len(loader)} batches per epoch per process, {total} updates"
+    )
+
+    def save(val_loss: float | None) -> Path | None:
+        rng = gather_object([capture_rng()])
+        loader_states = gather_object([loader.state_dict()])
+        path = None
+        if accelerator.is_main_process:
+            train_state = {
+                "optimizer": optimizer.optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
+                "rng": rng,
+                "loader": loader_states,
+                "step": step,
+                "skipped": skipped,
+                "world_size": world,
+            }
+            path = save_checkpoint(
+                run_dir, step, model_state=core.state_dict(), train_state=train_state, config_text=config_text,
+                val_loss=val_loss,
+            )  # fmt: skip
+            prune_checkpoints(run_dir, cfg.train.keep_last)
+            telemetry.line(f"saved {path}")
+        accelerator.wait_for_everyone()
+        return path
+
+    result = TrainResult(step=step, epoch=epoch, skipped=skipped)
+    stream = batch_stream(loader, epoch)
+    params = [p for p in model.parameters() if p.requires_grad]
+    last_saved = step if resumed is not None else None
+    while step < total:
+        # One update: accumulate micro-batches, normalise by the frames predicted on every process.
+        started = time.perf_counter()
+        model.train()
+        loss_sum = torch.zeros((), device=device)
+        frames = torch.zeros((), device=device)
+        audio = torch.zeros((), device=device)
+        metric_sums: dict[str, torch.Tensor] = {}
+        for micro in range(grad_accum):
+            epoch, batch = next(stream)
+            batch = batch.to(device)
+            sync = contextlib.nullcontext() if micro == grad_accum - 1 else accelerator.no_sync(model)
+            with sync:
+                with accelerator.autocast():
+                    out = forward_batch(model, family, batch, step=step, layerdrop_seed=cfg.seed * 1_000_003 + step)
+                accelerator.backward(out.loss)
+            loss_sum += out.loss.detach().float()
+            frames += out.sample_size
+            audio += batch.lengths.sum()
+            for key, value in {**out.metrics, **{f"loss_{k}": v for k, v in out.losses.items()}}.items():
+                metric_sums[key] = metric_sums.get(key, 0) + value.detach().float()
+        totals = accelerator.reduce(torch.stack([loss_sum, frames, audio]), reduction="sum")
+        loss_sum, frames, audio = totals.tolist()
+        # DDP averaged the gradients over processes; turn that into a sum divided by all predicted frames.
+        scale = world / max(frames, 1.0)
+        for p in params:
+            if p.grad is not None:
+                p.grad.mul_(scale)
+        grad_norm = accelerator.clip_grad_norm_(params, cfg.optim.clip_norm if cfg.optim.clip_norm > 0 else math.inf)
+        grad_norm = float(grad_norm)
+        if cfg.train.precision == "fp16":  # the loss scaler decides, and lowers its scale on overflow
+            optimizer.step()
+            ok = not accelerator.optimizer_step_was_skipped
+        else:
+            ok = math.isfinite(grad_norm) and math.isfinite(loss_sum)
+            if ok:
+                optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if not ok:
+            skipped += 1
+            bad_in_row += 1
+            telemetry.line(f"update {step + 1}: non-finite loss or gradient, skipped ({bad_in_row} in a row)")
+            if bad_in_row >= cfg.train.max_bad_updates:
+                telemetry.close()
+                raise TrainingError(
+                    f"stopping at update {step}: {bad_in_row} non-finite updates in a row (last loss {loss_sum}); "
+                    f"the newest checkpoint in {run_dir} holds the last finite weights"
+                )
+            continue
+        bad_in_row = 0
+        scheduler.step()
+        step += 1
+        mean_loss = loss_sum / max(frames, 1.0)
+        result.losses.append(mean_loss)
+        metrics = {k: float(accelerator.reduce(v, reduction="mean")) / grad_accum for k, v in metric_sums.items()}
+        seconds = time.perf_counter() - started
+        telemetry.update(
+            step,
+            {
+                "loss": mean_loss, **metrics, "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm,
+                "loss_scale": accelerator.scaler.get_scale() if accelerator.scaler is not None else 1.0,
+                "audio_seconds_per_update": audio / SAMPLE_RATE,
+                "audio_seconds_per_second": audio / SAMPLE_RATE / seconds, "skipped_updates": skipped,
+            },
+        )  # fmt: skip
+        epoch_done = cfg.train.max_epochs is not None and loader.state_dict()["epoch"] >= cfg.train.max_epochs
+        done = step >= total or epoch_done or step == cfg.train.stop_at
+        val_loss = None
+        if valid_loader is not None and (step % cfg.train.valid_every == 0 or done):
+            result.valid = validate(model, family, valid_loader, accelerator, cfg, step)
+            val_loss = result.valid["loss"]
+            telemetry.validation(step, result.valid)
+        if step % cfg.train.save_every == 0 or done:
+            result.checkpoint = save(val_loss)
+            last_saved = step
+        if done:
+            break
+    if last_saved != step:
+        result.checkpoint = save(None)
+    telemetry.close()
+    result.step, result.epoch, result.skipped = step, loader.state_dict()["epoch"], skipped
+    return result
+
+
+@torch.no_grad()
+def validate(
+    model: torch.nn.Module, family: str, loader: ResumableLoader, accelerator: Accelerator, cfg: Config, step: int
+) -> dict[str, float]:
+    """Loss per predicted frame and mean metrics over the valid manifest, in eval mode, with fixed masks."""
+    model.eval()
+    generator = torch.Generator(device=accelerator.device).manual_seed(cfg.seed + 7919)
+    set_epoch(loader, 0)
+    loss = frames = count = 0.0
+    sums: dict[str, float] = {}
+    for i, batch in enumerate(loader):
+        if cfg.train.valid_max_batches is not None and i >= cfg.train.valid_max_batches:
+            break
+        with accelerator.autocast():
+            out = forward_batch(model, family, batch.to(accelerator.device), step=step, generator=generator)
+        loss += float(out.loss)
+        frames += float(out.sample_size)
+        count += 1
+        for key, value in out.metrics.items():
+            sums[key] = sums.get(key, 0.0) + float(value)
+    keys = sorted(sums)
+    totals = accelerator.reduce(
+        torch.tensor([loss, frames, count, *(sums[k] for k in keys)], device=accelerator.device), reduction="sum"
+    ).tolist()
+    model.train()
+    result = {"loss": totals[0] / max(totals[1], 1.0)}
+    result.update({k: v / max(totals[2], 1.0) for k, v in zip(keys, totals[3:])})
+    return result
