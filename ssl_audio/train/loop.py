@@ -170,8 +170,9 @@ def train(cfg: Config, *, resume: str | None = None) -> TrainResult:
     )  # fmt: skip
     if resumed is not None:
         telemetry.line(f"resumed from {resumed.path} at update {step}")
+    num_params = sum(p.numel() for p in core.parameters())
     telemetry.line(
-        f"{family} ({cfg.model.preset}): {sum(p.numel() for p in core.parameters()):,} parameters, {world} process(es), "
+        f"{family} ({cfg.model.preset}): {num_params:,} parameters, {world} process(es), "
         f"{grad_accum} micro-batch(es) per update, {len(loader)} batches per epoch per process, {total} updates"
     )
 
