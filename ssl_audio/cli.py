@@ -73,6 +73,67 @@ def _pretrain(args: argparse.Namespace) -> None:
     print(summary + (f"; checkpoint {result.checkpoint}" if result.checkpoint else ""))
 
 
+def _dump_features(args: argparse.Namespace) -> None:
+    from ssl_audio.cluster.features import FeatureSource, dump_features
+    from ssl_audio.data.manifest import load_manifest
+
+    manifest = load_manifest(args.manifest)
+    source = FeatureSource(name=args.source, layer=args.layer)
+    meta = dump_features(
+        manifest, source, args.out, shard=args.shard, num_shards=args.num_shards, device=args.device, progress=True
+    )
+    print(f"dump-features: wrote {meta} ({args.source}{'' if args.layer is None else f', layer {args.layer}'})")
+
+
+def _kmeans(args: argparse.Namespace) -> None:
+    from ssl_audio.cluster.features import FeatureSet
+    from ssl_audio.cluster.kmeans import assign_labels, fit_kmeans, sample_frames, save_kmeans
+    from ssl_audio.data.manifest import load_manifest
+
+    if args.action == "fit":
+        features = FeatureSet(args.features)
+        if args.max_points is None and args.sample_fraction is None:
+            args.max_points = 250_000
+        points = sample_frames(features, max_points=args.max_points, fraction=args.sample_fraction, seed=args.seed)
+        result = fit_kmeans(
+            points, args.k, iterations=args.iterations, restarts=args.restarts, seed=args.seed, threads=args.threads
+        )
+        save_kmeans(args.out, result, features)
+        print(
+            f"kmeans fit: k={args.k} on {len(points)} of {features.num_frames} frames, inertia {result.inertia:.5g} "
+            f"({result.inertia / len(points):.4g} per frame), {result.empty} empty and {result.tiny} tiny clusters "
+            f"-> {args.out}"
+        )
+    elif args.action == "assign":
+        out = assign_labels(args.model, FeatureSet(args.features), load_manifest(args.manifest), args.out)
+        print(f"kmeans assign: labels -> {out}")
+    else:
+        from ssl_audio.cluster.quality import quality_against_alignments
+        from ssl_audio.data.labels import load_labels
+
+        manifest = load_manifest(args.manifest)
+        labels = load_labels(args.labels, manifest)
+        quality = quality_against_alignments(
+            labels.per_utterance, manifest.paths, str(manifest.root), args.alignments, labels.rate
+        )
+        print(f"kmeans quality: {quality.line()}")
+
+
+def _hubert_iterate(args: argparse.Namespace) -> None:
+    from ssl_audio.cluster.iterate import IterateConfig, run_iterations
+    from ssl_audio.config import load_config
+
+    cfg = load_config(args.recipe, args.overrides, schema=IterateConfig)
+    summaries = run_iterations(cfg)
+    print("| iteration | source | k | PNMI | phone purity | cluster purity | valid loss |")
+    print("|---|---|---|---|---|---|---|")
+    for s in summaries:
+        source = "MFCC" if s["source"] == "mfcc" else f"layer {s['layer']}"
+        quality = [f"{s[k]:.3f}" if k in s else "-" for k in ("pnmi", "phone_purity", "cluster_purity")]
+        loss = f"{s['valid']['loss']:.3f}" if s.get("valid") else "-"
+        print(f"| {s['iteration']} | {source} | {s['k']} | {' | '.join(quality)} | {loss} |")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ssl-audio", description=__doc__.split(":")[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -108,6 +169,47 @@ def build_parser() -> argparse.ArgumentParser:
         help="auto: newest complete checkpoint in run_dir (broken ones skipped); or a step folder",
     )  # fmt: skip
     p.set_defaults(func=_pretrain)
+
+    p = commands.add_parser("dump-features", help="MFCC or layer-L features of a manifest, for k-means (sharded)")
+    p.add_argument("--manifest", required=True, help="a manifest tsv (train.tsv)")
+    p.add_argument("--source", required=True, metavar="mfcc|CHECKPOINT", help="mfcc, or a checkpoint step folder")
+    p.add_argument("--layer", type=int, default=None, help="encoder layer of a checkpoint source (0 = its input)")
+    p.add_argument("--out", required=True, help="feature folder (one file pair per shard)")
+    p.add_argument("--shard", type=int, default=0, help="this process's shard")
+    p.add_argument("--num-shards", type=int, default=1, help="shards the manifest is split into")
+    p.add_argument("--device", default="cpu", help="torch device for checkpoint features")
+    p.set_defaults(func=_dump_features)
+
+    p = commands.add_parser("kmeans", help="fit faiss k-means, assign labels, measure cluster quality")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    fit = actions.add_parser("fit", help="fit k-means on sampled frames of a feature dump")
+    fit.add_argument("--features", required=True, help="feature folder from dump-features")
+    fit.add_argument("--k", type=int, required=True, help="number of clusters")
+    sample = fit.add_mutually_exclusive_group()
+    sample.add_argument("--sample-fraction", type=float, default=None, help="keep each frame with this probability")
+    sample.add_argument("--max-points", type=int, default=None, help="reservoir sample of this many frames")
+    fit.add_argument("--iterations", type=int, default=50, help="k-means iterations")
+    fit.add_argument("--restarts", type=int, default=1, help="runs from different seeds; the best is kept")
+    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--threads", type=int, default=None, help="faiss OpenMP threads")
+    fit.add_argument("--out", required=True, help="model file, e.g. km.faiss")
+    fit.set_defaults(func=_kmeans)
+    assign = actions.add_parser("assign", help="label every frame with its nearest centroid")
+    assign.add_argument("--model", required=True, help="km.faiss from kmeans fit")
+    assign.add_argument("--features", required=True, help="feature folder of the manifest")
+    assign.add_argument("--manifest", required=True, help="the manifest the features were dumped from")
+    assign.add_argument("--out", required=True, help="label file, one line per manifest row")
+    assign.set_defaults(func=_kmeans)
+    quality = actions.add_parser("quality", help="phone purity, cluster purity and PNMI against alignments")
+    quality.add_argument("--labels", required=True)
+    quality.add_argument("--manifest", required=True)
+    quality.add_argument("--alignments", required=True, help="alignments.jsonl of the demo corpus")
+    quality.set_defaults(func=_kmeans)
+
+    p = commands.add_parser("hubert-iterate", help="HuBERT's rounds: features, k-means, labels, pretraining")
+    p.add_argument("recipe", help="YAML with run_dir, pretrain (a recipe) and iterations")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    p.set_defaults(func=_hubert_iterate)
     return parser
 
 

@@ -80,6 +80,14 @@ def batch_stream(loader: ResumableLoader, epoch: int) -> Iterator[tuple[int, Bat
         epoch += 1
 
 
+def batch_generator(seed: int, step: int, batch: Batch, device: torch.device) -> torch.Generator:
+    """Masks and Gumbel noise drawn from (seed, update, first utterance): the same whatever the number of
+    processes or micro-batches, so 2 processes x 1 batch and 1 process x 2 batches train alike."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed((seed * 1_000_003 + step) * 1_000_033 + int(batch.indices[0]))
+    return generator
+
+
 def train(cfg: Config, *, resume: str | None = None) -> TrainResult:
     """Pretrain `cfg.model` on `cfg.data`. `resume`: None, "auto" (newest good checkpoint) or a step folder."""
     cfg = with_label_shapes(cfg)
@@ -218,7 +226,10 @@ def train(cfg: Config, *, resume: str | None = None) -> TrainResult:
             sync = contextlib.nullcontext() if micro == grad_accum - 1 else accelerator.no_sync(model)
             with sync:
                 with accelerator.autocast():
-                    out = forward_batch(model, family, batch, step=step, layerdrop_seed=cfg.seed * 1_000_003 + step)
+                    out = forward_batch(
+                        model, family, batch, step=step, layerdrop_seed=cfg.seed * 1_000_003 + step,
+                        generator=batch_generator(cfg.seed, step, batch, device),
+                    )  # fmt: skip
                 accelerator.backward(out.loss)
             loss_sum += out.loss.detach().float()
             frames += out.sample_size

@@ -1,0 +1,163 @@
+"""Features for k-means, dumped per shard so that many processes or machines split the work.
+
+Sources: 39-d MFCC + delta + delta-delta at 100 Hz (HuBERT iteration 1), or the hidden states of layer L of
+a checkpoint at 50 Hz (later iterations). A shard is a raw float32 file of all its frames (rows in
+manifest order) plus a JSON file, written last, with the source, layer, frame rate, dimension and the
+number of frames of every row. Reading memory-maps the frames, so nothing needs to fit in RAM.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchaudio.compliance.kaldi as kaldi
+import torchaudio.functional as AF
+from tqdm import tqdm
+
+from ssl_audio.audio import SAMPLE_RATE, load_audio
+from ssl_audio.data.labels import manifest_hash
+from ssl_audio.data.manifest import Manifest
+from ssl_audio.models.chunked import frames_in_chunks
+
+MFCC_RATE, MFCC_WINDOW, MFCC_HOP = 100.0, 400, 160  # kaldi defaults at 16 kHz: 25 ms windows every 10 ms
+CHUNK_SECONDS, CONTEXT_SECONDS = 30.0, 2.0  # long audio is encoded 30 s at a time with 2 s of context
+
+
+def mfcc_features(wave: torch.Tensor) -> torch.Tensor:
+    """(S,) -> (T, 39): 13 kaldi MFCCs (no energy) with deltas and delta-deltas, as HuBERT's iteration 1."""
+    mfcc = kaldi.mfcc(wave[None], sample_frequency=SAMPLE_RATE, use_energy=False)  # (T, 13)
+    deltas = AF.compute_deltas(mfcc.T)  # (13, T)
+    return torch.cat([mfcc, deltas.T, AF.compute_deltas(deltas).T], dim=1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FeatureSource:
+    """What `dump_features` computes: MFCCs, or layer `layer` of a checkpoint's encoder."""
+
+    name: str  # "mfcc" or the checkpoint path
+    layer: int | None = None
+
+    def load(self, device: torch.device):  # noqa: ANN201 - returns (fn, rate, window, hop)
+        if self.name == "mfcc":
+            return mfcc_features, MFCC_RATE, MFCC_WINDOW, MFCC_HOP
+        from ssl_audio.train.pretrained import load_encoder
+
+        encoder = load_encoder(self.name).to(device)
+        if self.layer is None or not 0 <= self.layer <= encoder.cfg.num_layers:
+            raise ValueError(f"--layer must be in [0, {encoder.cfg.num_layers}] for {self.name}, got {self.layer}")
+        layer = self.layer
+
+        @torch.no_grad()
+        def encode(wave: torch.Tensor) -> torch.Tensor:
+            out = encoder(wave[None].to(device), num_layers=layer)
+            return out.hidden_states[layer][0].float().cpu()
+
+        hop = encoder.cfg.frame_stride
+        return encode, SAMPLE_RATE / hop, encoder.extractor.receptive_field, hop
+
+
+def shard_rows(num_rows: int, shard: int, num_shards: int) -> tuple[int, int]:
+    """Contiguous row range [first, last) of one shard."""
+    if not 0 <= shard < num_shards:
+        raise ValueError(f"--shard must be in [0, {num_shards}), got {shard}")
+    return shard * num_rows // num_shards, (shard + 1) * num_rows // num_shards
+
+
+def shard_name(shard: int, num_shards: int) -> str:
+    return f"shard{shard:04d}of{num_shards:04d}"
+
+
+def dump_features(
+    manifest: Manifest,
+    source: FeatureSource,
+    out_dir: str | Path,
+    *,
+    shard: int = 0,
+    num_shards: int = 1,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> Path:
+    """Compute one shard's features and write them; returns the shard's JSON path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fn, rate, window, hop = source.load(torch.device(device))
+    first, last = shard_rows(len(manifest), shard, num_shards)
+    stem = out_dir / shard_name(shard, num_shards)
+    tmp = stem.with_suffix(".f32.tmp")
+    lengths, dim = [], None
+    with open(tmp, "wb") as f:
+        for row in tqdm(range(first, last), disable=not progress, desc=f"features {shard}/{num_shards}", unit="utt"):
+            wave = load_audio(manifest.audio_path(row))
+            feats = frames_in_chunks(
+                fn, wave, window=window, hop=hop,
+                chunk_samples=int(CHUNK_SECONDS * SAMPLE_RATE), context_samples=int(CONTEXT_SECONDS * SAMPLE_RATE),
+            ).numpy().astype(np.float32)  # fmt: skip
+            if not np.isfinite(feats).all():
+                raise ValueError(f"{manifest.audio_path(row)}: features from {source.name} hold NaN/Inf")
+            dim = feats.shape[1]
+            f.write(feats.tobytes())
+            lengths.append(int(feats.shape[0]))
+    os.replace(tmp, stem.with_suffix(".f32"))
+    meta = {
+        "source": source.name, "layer": source.layer, "frame_rate": rate, "dim": dim, "rows": [first, last],
+        "lengths": lengths, "manifest": manifest_hash(manifest), "shard": shard, "num_shards": num_shards,
+    }  # fmt: skip
+    stem.with_suffix(".json").write_text(json.dumps(meta))
+    return stem.with_suffix(".json")
+
+
+class FeatureSet:
+    """All shards of a dump, checked to be complete and consistent; frames are memory-mapped."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        metas = [json.loads(p.read_text()) for p in sorted(self.folder.glob("shard*of*.json"))]
+        if not metas:
+            raise ValueError(f"{self.folder}: no feature shards (run `ssl-audio dump-features`)")
+        counts = {m["num_shards"] for m in metas}
+        if len(counts) != 1:
+            raise ValueError(f"{self.folder}: shards from dumps with different --num-shards {sorted(counts)}")
+        if len(metas) != counts.pop():
+            missing = sorted(set(range(metas[0]["num_shards"])) - {m["shard"] for m in metas})
+            raise ValueError(f"{self.folder}: incomplete dump, shards {missing} are missing")
+        for key in ("source", "layer", "frame_rate", "dim", "manifest"):
+            if len({json.dumps(m[key]) for m in metas}) != 1:
+                raise ValueError(f"{self.folder}: shards disagree on {key!r}")
+        self.metas = sorted(metas, key=lambda m: m["shard"])
+        first = self.metas[0]
+        self.source, self.layer, self.frame_rate = first["source"], first["layer"], float(first["frame_rate"])
+        self.dim, self.manifest = int(first["dim"]), first["manifest"]
+        self.lengths = [n for m in self.metas for n in m["lengths"]]
+
+    @property
+    def num_frames(self) -> int:
+        return sum(self.lengths)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def check_manifest(self, manifest: Manifest) -> None:
+        if manifest_hash(manifest) != self.manifest or len(manifest) != len(self):
+            raise ValueError(f"{self.folder}: features were dumped from another manifest than the one given")
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        """(T, D) float32 per manifest row, in order."""
+        for meta in self.metas:
+            path = self.folder / (shard_name(meta["shard"], meta["num_shards"]) + ".f32")
+            expected = sum(meta["lengths"]) * self.dim * 4
+            if path.stat().st_size != expected:
+                raise ValueError(f"{path}: {path.stat().st_size} bytes, expected {expected} (truncated dump?)")
+            if expected == 0:
+                yield from (np.zeros((0, self.dim), np.float32) for _ in meta["lengths"])
+                continue
+            frames = np.memmap(path, dtype=np.float32, mode="r").reshape(-1, self.dim)
+            start = 0
+            for n in meta["lengths"]:
+                yield frames[start : start + n]
+                start += n

@@ -1,0 +1,148 @@
+"""k-means with faiss: sample frames (streaming, bounded memory), fit, save, assign labels.
+
+A fitted model is a faiss index of the centroids (`km.faiss`) with a JSON sidecar (`km.faiss.json`):
+k, dimension, feature source, inertia and cluster usage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from ssl_audio.cluster.features import FeatureSet
+from ssl_audio.data.labels import write_labels
+from ssl_audio.data.manifest import Manifest
+
+TINY_CLUSTER_FRACTION = 0.1  # a cluster with under 10% of the average share of points counts as tiny
+
+
+def sample_frames(
+    features: FeatureSet, *, max_points: int | None = None, fraction: float | None = None, seed: int = 0
+) -> np.ndarray:
+    """A uniform sample of frames: each with probability `fraction`, or a reservoir of `max_points`.
+
+    Streams over the shards, so memory is bounded by the sample, never the dump.
+    """
+    if (max_points is None) == (fraction is None):
+        raise ValueError("give exactly one of max_points and fraction")
+    rng = np.random.default_rng(seed)
+    if fraction is not None:
+        if not 0 < fraction <= 1:
+            raise ValueError(f"--sample-fraction must be in (0, 1], got {fraction}")
+        kept = [block[rng.random(len(block)) < fraction] for block in features]
+        return np.ascontiguousarray(np.concatenate(kept) if kept else np.zeros((0, features.dim), np.float32))
+    reservoir = np.empty((max_points, features.dim), np.float32)
+    seen = 0
+    for block in features:
+        n = len(block)
+        fill = min(max(max_points - seen, 0), n)  # the first max_points frames fill the reservoir
+        reservoir[seen : seen + fill] = block[:fill]
+        if fill < n:  # Algorithm R: frame number i (0-based) replaces a random slot with probability N / (i + 1)
+            index = np.arange(seen + fill, seen + n)
+            slots = (rng.random(len(index)) * (index + 1)).astype(np.int64)
+            hit = slots < max_points
+            reservoir[slots[hit]] = block[fill:][hit]  # for repeated slots the later frame wins, as sequentially
+        seen += n
+    return reservoir[: min(seen, max_points)]
+
+
+@dataclass(frozen=True, kw_only=True)
+class KMeansResult:
+    centroids: np.ndarray  # (k, D)
+    inertia: float  # sum of squared distances of the training points to their centroid
+    counts: np.ndarray  # (k,) training points per cluster
+
+    @property
+    def empty(self) -> int:
+        return int((self.counts == 0).sum())
+
+    @property
+    def tiny(self) -> int:
+        return int(((self.counts > 0) & (self.counts < TINY_CLUSTER_FRACTION * self.counts.mean())).sum())
+
+
+def fit_kmeans(
+    points: np.ndarray, k: int, *, iterations: int = 50, restarts: int = 1, seed: int = 0, threads: int | None = None
+) -> KMeansResult:
+    """faiss k-means on `points` (N, D) float32; faiss's GPU k-means when a GPU build and a GPU are present."""
+    if points.ndim != 2 or len(points) == 0:
+        raise ValueError(f"expected (N, D) points, got shape {points.shape}")
+    if len(points) < k:
+        raise ValueError(f"k-means needs at least k={k} points, got {len(points)}")
+    if not np.isfinite(points).all():
+        raise ValueError(f"features hold NaN/Inf in {int((~np.isfinite(points)).any(axis=1).sum())} frames")
+    if threads is not None:
+        faiss.omp_set_num_threads(threads)
+    points = np.ascontiguousarray(points, dtype=np.float32)
+    use_gpu = hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0
+    kmeans = faiss.Kmeans(
+        points.shape[1], k, niter=iterations, nredo=restarts, seed=seed, verbose=False, gpu=use_gpu,
+        max_points_per_centroid=len(points) // k + 1,  # use every sampled point: sampling happened upstream
+    )  # fmt: skip
+    kmeans.train(points)
+    distances, labels = kmeans.index.search(points, 1)
+    return KMeansResult(
+        centroids=kmeans.centroids.copy(),
+        inertia=float(distances.sum()),
+        counts=np.bincount(labels[:, 0], minlength=k),
+    )
+
+
+def save_kmeans(path: str | Path, result: KMeansResult, features: FeatureSet) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    index = faiss.IndexFlatL2(result.centroids.shape[1])
+    index.add(result.centroids)
+    tmp = path.with_name(path.name + ".tmp")
+    faiss.write_index(index, str(tmp))
+    os.replace(tmp, path)
+    meta = {
+        "k": len(result.centroids), "dim": int(result.centroids.shape[1]), "source": features.source,
+        "layer": features.layer, "frame_rate": features.frame_rate, "inertia": result.inertia,
+        "empty_clusters": result.empty, "tiny_clusters": result.tiny,
+    }  # fmt: skip
+    Path(str(path) + ".json").write_text(json.dumps(meta, indent=1))
+
+
+def load_kmeans(path: str | Path) -> tuple[faiss.Index, dict]:
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no k-means model (run `ssl-audio kmeans fit`)")
+    return faiss.read_index(str(path)), json.loads(Path(str(path) + ".json").read_text())
+
+
+def file_hash(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def assign_labels(model_path: str | Path, features: FeatureSet, manifest: Manifest, out: str | Path) -> Path:
+    """Nearest centroid of every frame, one label line per manifest row (checked against the audio)."""
+    index, meta = load_kmeans(model_path)
+    features.check_manifest(manifest)
+    if index.d != features.dim:
+        raise ValueError(
+            f"{model_path}: centroids have dimension {index.d}, features {features.folder} have {features.dim}"
+        )
+
+    def rows():  # noqa: ANN202
+        for block in features:
+            if len(block) == 0:
+                yield np.zeros(0, np.int64)
+                continue
+            if not np.isfinite(block).all():
+                raise ValueError(f"{features.folder}: NaN/Inf features")
+            yield index.search(np.ascontiguousarray(block), 1)[1][:, 0]
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_labels(
+        out, manifest, rows(), k=meta["k"], rate=features.frame_rate, source=features.source,
+        layer=features.layer, kmeans=file_hash(model_path),
+    )  # fmt: skip
+    return out
