@@ -1,0 +1,1 @@
+"""Probing toolkit: frozen-encoder transfer with the standard metrics."""
