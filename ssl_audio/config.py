@@ -16,6 +16,7 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
+from ssl_audio.data.mixing import MixingConfig
 from ssl_audio.train.schedule import ScheduleConfig
 
 T = TypeVar("T")
@@ -35,6 +36,7 @@ class DataConfig:
     target_lufs: float | None = None  # loudness normalisation on load (LUFS); None keeps the file's level
     train_labels: tuple[str, ...] = ()  # HuBERT/WavLM: one label file per label set, rows as train.tsv
     valid_labels: tuple[str, ...] = ()  # the same label sets for valid.tsv
+    mixing: MixingConfig = field(default_factory=MixingConfig)  # WavLM's denoising mixtures (training only)
 
 
 @dataclass(frozen=True, kw_only=True)

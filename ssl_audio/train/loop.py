@@ -24,6 +24,7 @@ from ssl_audio.data.collate import Batch
 from ssl_audio.data.labels import label_classes, load_labels, read_header
 from ssl_audio.data.loader import ResumableLoader, make_loader, set_epoch
 from ssl_audio.data.manifest import load_manifest
+from ssl_audio.data.mixing import Mixer
 from ssl_audio.train.checkpoint import find_resume, load_checkpoint, prune_checkpoints, save_checkpoint
 from ssl_audio.train.families import FAMILIES, build_model, chance_accuracy, family_config, forward_batch
 from ssl_audio.train.rng import capture_rng, restore_rng, seed_everything
@@ -208,6 +209,7 @@ def train(cfg: Config, *, resume: str | None = None) -> TrainResult:
         accelerator.wait_for_everyone()
         return path
 
+    mixer = Mixer(data.mixing, device) if data.mixing.prob > 0 else None
     result = TrainResult(step=step, epoch=epoch, skipped=skipped)
     stream = batch_stream(loader, epoch)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -223,6 +225,8 @@ def train(cfg: Config, *, resume: str | None = None) -> TrainResult:
         for micro in range(grad_accum):
             epoch, batch = next(stream)
             batch = batch.to(device)
+            if mixer is not None:  # targets stay the primary's: only the waves change
+                batch = mixer(batch, batch_generator(cfg.seed + 1, step, batch, torch.device("cpu")))
             sync = contextlib.nullcontext() if micro == grad_accum - 1 else accelerator.no_sync(model)
             with sync:
                 with accelerator.autocast():
