@@ -100,6 +100,8 @@ class Hubert(nn.Module):
                 targets = frame_targets(set_labels.to(wave.device), frames, cfg.label_rate, self.frame_rate)
                 if int(targets.max()) >= table.shape[0]:
                     raise ValueError(f"label set {i}: label {int(targets.max())} >= num_classes {table.shape[0]}")
+                if ((targets < 0) & (targets != LABEL_PAD)).any():
+                    raise ValueError(f"label set {i}: negative labels other than padding ({LABEL_PAD})")
                 has_label = valid_frames & (targets != LABEL_PAD)
                 proj = chunks[i] if chunks is not None else projected  # (B, T, F)
                 logits = torch.cosine_similarity(proj.unsqueeze(2), table[None, None], dim=-1) / cfg.logit_temp
@@ -114,7 +116,7 @@ class Hubert(nn.Module):
                     with torch.no_grad():
                         correct = (picked.argmax(dim=-1) == wanted).sum().float()
                         metrics[f"accuracy_{name}_{i}"] = correct / max(int(chosen.sum()), 1)
-                    if name == ("masked" if cfg.masked_weight > 0 else "unmasked"):
+                    if i == 0 and weight > 0:  # fairseq: frames of the first label set, masked and/or unmasked
                         sample_size = sample_size + chosen.sum()
             penalty = cfg.feature_penalty_weight * front.penalty * sample_size
             loss = total + penalty

@@ -55,7 +55,7 @@ def sample_negatives(valid: Tensor, num_negatives: int, generator: torch.Generat
     u = torch.rand(batch, width, num_negatives, generator=generator, device=valid.device)
     draw = (u * others[:, None, None]).long().clamp(max=(others.long() - 1)[:, None, None])  # (B, M, K)
     slot = torch.arange(width, device=valid.device)[None, :, None]
-    return draw + (draw >= slot).long()
+    return (draw + (draw >= slot).long()).masked_fill((counts < 2)[:, None, None], 0)
 
 
 def contrastive_logits(x: Tensor, targets: Tensor, negatives: Tensor, temperature: float) -> Tensor:
