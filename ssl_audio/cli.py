@@ -134,6 +134,36 @@ def _hubert_iterate(args: argparse.Namespace) -> None:
         print(f"| {s['iteration']} | {source} | {s['k']} | {' | '.join(quality)} | {loss} |")
 
 
+def _probe(args: argparse.Namespace) -> None:
+    import torch
+
+    from ssl_audio.probe.featurizer import make_featurizer
+    from ssl_audio.probe.report import results_markdown, write_results
+    from ssl_audio.probe.tasks import ProbeConfig, run_probe
+
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    featurizer = make_featurizer(checkpoint=args.checkpoint, baseline=args.baseline, seed=args.seed, device=device)
+    cfg = ProbeConfig(
+        task=args.task, train=args.train, test=args.test, label_column=args.label_column,
+        alignments=args.alignments, layer=args.layer, weighted=args.weighted, all_layers=args.all_layers,
+        epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed, p_target=args.p_target,
+        c_miss=args.c_miss, c_fa=args.c_fa, max_trials=args.max_trials,
+    )  # fmt: skip
+    source = args.baseline or "checkpoint"
+    out = Path(args.out) if args.out else Path("probes") / f"{args.task}-{source}"
+    cache = Path(args.cache) if args.cache else out / "cache"
+    results = run_probe(cfg, featurizer, cache_dir=cache, device=device, progress=True)
+    written = write_results(out, results)
+    print(results_markdown(results), end="")
+    print(f"probe: wrote {', '.join(str(path) for path in written)}")
+
+
+def _probe_report(args: argparse.Namespace) -> None:
+    from ssl_audio.probe.report import compare_runs
+
+    print(compare_runs(args.runs), end="")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ssl-audio", description=__doc__.split(":")[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -210,6 +240,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("recipe", help="YAML with run_dir, pretrain (a recipe) and iterations")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     p.set_defaults(func=_hubert_iterate)
+
+    p = commands.add_parser(
+        "probe",
+        help="linear-probe a frozen checkpoint or a baseline on a downstream task",
+        description="classify: utterance labels; verify: speaker EER/minDCF/Recall@K; ctc: characters (CER/WER); "
+        "frames: phones per frame (--alignments). Features are cached, so re-runs do not re-run the encoder.",
+    )
+    p.add_argument("task", choices=("classify", "verify", "ctc", "frames"))
+    p.add_argument("--checkpoint", default=None, metavar="STEP_DIR", help="a checkpoint step folder (any family)")
+    p.add_argument(
+        "--baseline", default=None, choices=("random", "mfcc", "logmel"),
+        help="random: --checkpoint's architecture with fresh weights (seeded by --seed); mfcc: 39-d; logmel: 80-d",
+    )  # fmt: skip
+    p.add_argument("--train", required=True, help="tsv with a header row; `path` relative to the tsv's folder")
+    p.add_argument("--test", required=True, help="tsv with the same columns")
+    layers = p.add_mutually_exclusive_group()
+    layers.add_argument("--layer", type=int, default=None, help="probe this layer (0 = transformer input)")
+    layers.add_argument("--weighted", action="store_true", help="learn a softmax-weighted sum of all layers")
+    p.add_argument("--all-layers", action="store_true", help="also probe every layer alone: table and layers.png")
+    p.add_argument("--out", default=None, help="folder for results.json/.md (default probes/TASK-SOURCE)")
+    p.add_argument("--cache", default=None, help="feature cache folder, shareable between runs (default OUT/cache)")
+    p.add_argument("--label-column", default=None, help="default: classify the last column, verify speaker, ...")
+    p.add_argument("--alignments", default=None, help="frames: alignments.jsonl of the corpus")
+    p.add_argument("--epochs", type=int, default=None, help="head training epochs (default per task)")
+    p.add_argument("--lr", type=float, default=None, help="Adam learning rate of the head (default per task)")
+    p.add_argument("--batch-size", type=int, default=32, help="utterances per update")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--p-target", type=float, default=0.01, help="verify: minDCF target prior")
+    p.add_argument("--c-miss", type=float, default=1.0, help="verify: minDCF cost of a miss")
+    p.add_argument("--c-fa", type=float, default=1.0, help="verify: minDCF cost of a false alarm")
+    p.add_argument("--max-trials", type=int, default=None, help="verify: balanced subset of trial pairs")
+    p.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, cuda:1, ...")
+    p.set_defaults(func=_probe)
+
+    p = commands.add_parser("probe-report", help="several probe runs' results side by side")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders (or their results.json)")
+    p.set_defaults(func=_probe_report)
     return parser
 
 

@@ -1,0 +1,131 @@
+"""Probe heads on frozen features: per-layer standardisation, a layer pick or learned weighted sum (SUPERB),
+one linear layer; utterance pooling; CTC best-path decoding; one small training loop.
+
+Shapes: N items, B batch, T frames, K layers, D feature dimension, C outputs (classes, or CTC vocabulary
+with the blank at 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+MIN_STD = 1e-5  # dimensions constant over the training set are only centred, not blown up
+
+
+def pool_mean(frames: np.ndarray) -> np.ndarray:
+    """(K, T, D) -> (K, D): mean over frames."""
+    return frames.astype(np.float32).mean(axis=1)
+
+
+def pool_mean_std(frames: np.ndarray) -> np.ndarray:
+    """(K, T, D) -> (K, 2D): mean and standard deviation over frames (x-vector style statistics pooling)."""
+    x = frames.astype(np.float32)
+    return np.concatenate([x.mean(axis=1), x.std(axis=1)], axis=-1)
+
+
+def layer_stats(items: Sequence[np.ndarray], *, frame_axis: int | None = None) -> tuple[Tensor, Tensor]:
+    """Mean and std (K, D) per layer and dimension over items (K, D), or over all frames of items (K, T, D)
+    when `frame_axis` is given. Accumulated in float64 so that long sets do not lose precision."""
+    total, total_sq, count = 0.0, 0.0, 0
+    for item in items:
+        x = item.astype(np.float64)
+        if frame_axis is None:
+            x = x[:, None]  # (K, 1, D): one "frame" per item
+        total = total + x.sum(axis=1)
+        total_sq = total_sq + (x * x).sum(axis=1)
+        count += x.shape[1]
+    if count == 0:
+        raise ValueError("no training frames to compute feature statistics from")
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean * mean, 0.0))
+    return torch.from_numpy(mean).float(), torch.from_numpy(np.maximum(std, MIN_STD)).float()
+
+
+class LayerMix(nn.Module):
+    """(..., K, D) -> (..., D): softmax-weighted sum of the K layers; with K = 1, that layer itself."""
+
+    def __init__(self, num_layers: int) -> None:
+        super().__init__()
+        self.logits = nn.Parameter(torch.zeros(num_layers))  # uniform weights at the start (SUPERB)
+
+    @property
+    def weights(self) -> list[float]:
+        return torch.softmax(self.logits.detach(), dim=0).tolist()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.einsum("...kd,k->...d", x, torch.softmax(self.logits, dim=0))
+
+
+class LinearProbe(nn.Module):
+    """Standardise each layer with training-set statistics, mix the layers, one linear layer: (..., K, D) -> (..., C).
+
+    Standardising first makes the layer weights comparable (layers differ in scale by orders of magnitude)
+    and lets one learning rate serve MFCCs and transformer states alike.
+    """
+
+    def __init__(self, mean: Tensor, std: Tensor, num_outputs: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", mean)  # (K, D)
+        self.register_buffer("std", std)  # (K, D)
+        self.mix = LayerMix(mean.shape[0])
+        self.linear = nn.Linear(mean.shape[1], num_outputs)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear(self.mix((x - self.mean) / self.std))
+
+
+def pad_frames(items: Sequence[np.ndarray], device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
+    """(K, T_i, D) arrays -> (B, T, K, D) float32 zero-padded to the longest, and (B,) frame counts."""
+    lengths = torch.tensor([item.shape[1] for item in items])
+    batch = torch.zeros(len(items), int(lengths.max()), items[0].shape[0], items[0].shape[2])
+    for b, item in enumerate(items):
+        batch[b, : item.shape[1]] = torch.from_numpy(item.astype(np.float32)).transpose(0, 1)  # (T, K, D)
+    return batch.to(device), lengths.to(device)
+
+
+def ctc_greedy(ids: Sequence[int] | Tensor, blank: int = 0) -> list[int]:
+    """Best-path decoding of per-frame argmax ids: collapse repeats, then drop blanks ([a a _ a b b] -> [a a b])."""
+    ids = ids.tolist() if isinstance(ids, Tensor) else list(ids)
+    out, previous = [], None
+    for token in ids:
+        if token != previous and token != blank:
+            out.append(token)
+        previous = token
+    return out
+
+
+def fit(
+    head: nn.Module,
+    num_items: int,
+    batch_loss: Callable[[Tensor], Tensor],
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+) -> list[float]:
+    """Adam over shuffled mini-batches of item indices; `batch_loss(indices)` gives a batch's mean loss.
+    Returns the mean loss of each epoch; leaves `head` in eval mode."""
+    if epochs < 1 or batch_size < 1:
+        raise ValueError(f"epochs and batch size must be positive, got {epochs} and {batch_size}")
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.Adam([p for p in head.parameters() if p.requires_grad], lr=lr)
+    head.train()
+    losses = []
+    for _ in range(epochs):
+        order = torch.randperm(num_items, generator=generator)
+        total = 0.0
+        for start in range(0, num_items, batch_size):
+            indices = order[start : start + batch_size]
+            loss = batch_loss(indices)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * len(indices)
+        losses.append(total / num_items)
+    head.eval()
+    return losses
