@@ -54,7 +54,8 @@ class Alignment:
 
 def _coverage_problem(a: Alignment) -> str:
     if not (len(a.phones) == len(a.starts) == len(a.ends)) or not a.phones:
-        return f"phones/starts/ends must be non-empty and of equal length, got {len(a.phones)}/{len(a.starts)}/{len(a.ends)}"
+        lengths = f"{len(a.phones)}/{len(a.starts)}/{len(a.ends)}"
+        return f"phones/starts/ends must be non-empty and of equal length, got {lengths}"
     if a.starts[0] != 0 or a.ends[-1] != a.num_samples:
         return f"segments span [{a.starts[0]}, {a.ends[-1]}), expected [0, {a.num_samples})"
     for i, (start, end) in enumerate(zip(a.starts, a.ends)):

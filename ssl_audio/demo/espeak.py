@@ -4,6 +4,12 @@ espeak-ng runs in synchronous mode: `espeak_Synth` returns once the whole text i
 callback with each block of samples and the events that fall in it. Phoneme events carry espeak's own phoneme
 names (Kirshenbaum-like, e.g. "D", "@2", "aI"; pauses start with "_").
 
+Event timing, as espeak-ng 1.51 generates it: a phoneme's event comes after its pre-pause, so a stop's closure
+ends the previous phoneme; a vowel after a liquid or nasal gets its event after the vowel's onset; the last
+event is the final pause, at the end of the audio except for variants with echo (f2, f4, f5, ...), which ring
+on for up to ~120 ms past it. `sample` in the event struct is the exact position; `audio_position` is the same
+count in whole milliseconds.
+
 espeak keeps synthesis state between calls (pitch-flutter phase, gain control, echo buffer, libc `rand()` for
 breath noise), so the same text can come out a few samples different depending on what was spoken before in
 this process. Output is reproducible for a fixed sequence of calls in a fresh process after `seed_noise`;
@@ -19,7 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-LIBRARY_NAMES = ("libespeak-ng.so.1", "espeak-ng")  # soname first; find_library as a fallback
+SONAME = "libespeak-ng.so.1"  # Linux; other systems are found with ctypes.util.find_library
 INSTALL_HINT = "apt-get install -y espeak-ng  (Debian package libespeak-ng1)"
 
 # Constants from <espeak-ng/speak_lib.h> (espeak-ng 1.51).
@@ -75,7 +81,7 @@ _blocks: list[np.ndarray] = []
 _events: list[tuple[str, int]] = []
 
 
-def _collect(wav: ctypes.POINTER(ctypes.c_short), num_samples: int, events: ctypes.POINTER(_Event)) -> int:
+def _collect(wav: ctypes._Pointer, num_samples: int, events: ctypes._Pointer) -> int:
     if num_samples > 0:
         _blocks.append(np.ctypeslib.as_array(wav, (num_samples,)).copy())
     i = 0
@@ -90,17 +96,17 @@ _callback = _Callback(_collect)  # module-level so ctypes never frees it while e
 
 
 def _load() -> ctypes.CDLL:
-    tried = []
-    for name in LIBRARY_NAMES:
-        path = name if name.endswith(".1") else ctypes.util.find_library(name)
-        if path is None:
-            continue
-        tried.append(path)
+    try:
+        return ctypes.CDLL(SONAME)
+    except OSError:
+        pass
+    path = ctypes.util.find_library("espeak-ng")
+    if path is not None:
         try:
             return ctypes.CDLL(path)
         except OSError:
-            continue
-    raise EspeakUnavailable(f"libespeak-ng not found (tried {', '.join(tried) or 'nothing'}); install it with: {INSTALL_HINT}")
+            pass
+    raise EspeakUnavailable(f"libespeak-ng ({SONAME}) not found; install it with: {INSTALL_HINT}")
 
 
 def _library() -> ctypes.CDLL:
@@ -124,6 +130,11 @@ def _library() -> ctypes.CDLL:
         lib.espeak_SetSynthCallback(_callback)
         _lib, _rate = lib, rate
     return _lib
+
+
+def initialised() -> bool:
+    """Whether this process has loaded espeak (and so may carry state from earlier synthesis)."""
+    return _lib is not None
 
 
 def native_sample_rate() -> int:

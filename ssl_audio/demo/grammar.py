@@ -72,7 +72,8 @@ def _template(rng: random.Random) -> str:
     if kind == 1:
         return f"{rng.choice(NAMES)} {rng.choice(INTRANSITIVE)[1]} {_place(rng)} {rng.choice(TIMES)}."
     if kind == 2:
-        return f"{rng.choice(NUMBERS)} {rng.choice(ADJECTIVES)} {rng.choice(NOUNS)}s {rng.choice(INTRANSITIVE)[1]} {_place(rng)}."
+        subject = f"{rng.choice(NUMBERS)} {rng.choice(ADJECTIVES)} {rng.choice(NOUNS)}s"
+        return f"{subject} {rng.choice(INTRANSITIVE)[1]} {_place(rng)}."
     if kind == 3:
         return f"did {_noun_phrase(rng)} {rng.choice(TRANSITIVE)[0]} {_noun_phrase(rng)} {rng.choice(TIMES)}?"
     if kind == 4:
@@ -82,7 +83,8 @@ def _template(rng: random.Random) -> str:
     if kind == 5:
         return f"please {rng.choice(TRANSITIVE)[0]} the {rng.choice(ADJECTIVES)} {rng.choice(NOUNS)} {_place(rng)}."
     name1, name2 = rng.sample(NAMES, 2)
-    return f"{name1} and {name2} {rng.choice(TRANSITIVE)[1]} {rng.choice(NUMBERS)} {rng.choice(NOUNS)}s {rng.choice(TIMES)}."
+    verb = rng.choice(TRANSITIVE)[1]
+    return f"{name1} and {name2} {verb} {rng.choice(NUMBERS)} {rng.choice(NOUNS)}s {rng.choice(TIMES)}."
 
 
 def sentence(rng: random.Random) -> Sentence:
