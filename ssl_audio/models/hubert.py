@@ -13,11 +13,12 @@ import torch
 from torch import Tensor, nn
 
 from ssl_audio.audio import SAMPLE_RATE
+from ssl_audio.data.collate import LABEL_PAD  # padding (and frames with no label)
 from ssl_audio.models.encoder import Encoder, EncoderConfig
 from ssl_audio.models.output import Output
 from ssl_audio.nn.masking import MaskingConfig, SpanMasker
 
-LABEL_PAD = -100  # label value of padding (and of frames with no label); matches the data collator
+COSINE_EPS = 1e-8  # as torch.cosine_similarity
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -104,7 +105,10 @@ class Hubert(nn.Module):
                     raise ValueError(f"label set {i}: negative labels other than padding ({LABEL_PAD})")
                 has_label = valid_frames & (targets != LABEL_PAD)
                 proj = chunks[i] if chunks is not None else projected  # (B, T, F)
-                logits = torch.cosine_similarity(proj.unsqueeze(2), table[None, None], dim=-1) / cfg.logit_temp
+                # cosine similarity as a matmul of unit vectors: never materialises (B, T, classes, F)
+                unit_proj = nn.functional.normalize(proj, dim=-1, eps=COSINE_EPS)
+                unit_table = nn.functional.normalize(table, dim=-1, eps=COSINE_EPS)
+                logits = unit_proj @ unit_table.T / cfg.logit_temp  # (B, T, classes)
                 parts = (("masked", mask, cfg.masked_weight), ("unmasked", ~mask, cfg.unmasked_weight))
                 for name, where, weight in parts:
                     chosen = has_label & where

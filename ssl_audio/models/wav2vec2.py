@@ -64,7 +64,9 @@ def contrastive_logits(x: Tensor, targets: Tensor, negatives: Tensor, temperatur
     A negative identical to the target (same codevector) is not a distractor: its logit is -inf.
     """
     candidates = torch.cat([targets.unsqueeze(2), negatives], dim=2)  # (B, M, 1+K, F)
-    logits = torch.cosine_similarity(x.unsqueeze(2), candidates, dim=-1) / temperature
+    unit_x = nn.functional.normalize(x, dim=-1, eps=1e-8)  # (B, M, F)
+    unit_candidates = nn.functional.normalize(candidates, dim=-1, eps=1e-8)  # (B, M, 1+K, F)
+    logits = torch.einsum("bmf,bmkf->bmk", unit_x, unit_candidates) / temperature
     same = (negatives == targets.unsqueeze(2)).all(dim=-1)  # (B, M, K)
     return logits.masked_fill(nn.functional.pad(same, (1, 0)), float("-inf"))
 
