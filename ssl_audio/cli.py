@@ -164,6 +164,20 @@ def _probe_report(args: argparse.Namespace) -> None:
     print(compare_runs(args.runs), end="")
 
 
+def _convert(args: argparse.Namespace) -> None:
+    from ssl_audio.interop.convert import convert
+
+    result = convert(
+        args.src, args.dst, source=args.source, target=args.target, builder=args.builder, trust_pickle=args.trust_pickle
+    )
+    print(f"convert: wrote {result.path}")
+    for label, items in (("initialised fresh", result.fresh), ("not carried over", result.dropped)):
+        if items:
+            print(f"{label}: {', '.join(items[:12])}" + (f", ... ({len(items)} in all)" if len(items) > 12 else ""))
+    for note in result.notes:
+        print(f"note: {note}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ssl-audio", description=__doc__.split(":")[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -277,6 +291,30 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("probe-report", help="several probe runs' results side by side")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folders (or their results.json)")
     p.set_defaults(func=_probe_report)
+
+    p = commands.add_parser(
+        "convert",
+        help="import fairseq / transformers / torchaudio checkpoints; export ours to transformers",
+        description="SRC: a fairseq .pt, a transformers folder, a torchaudio state dict .pt (with --builder) or "
+        "one of our step folders. --to ssl_audio writes DST/step_00000000; --to hf makes DST a transformers folder.",
+    )
+    p.add_argument("src", metavar="SRC")
+    p.add_argument("dst", metavar="DST")
+    p.add_argument(
+        "--from",
+        dest="source",
+        default=None,
+        choices=("fairseq", "hf", "torchaudio", "ssl_audio"),
+        help="format of SRC (default: fairseq for a file, hf for a folder with config.json, ...)",
+    )
+    p.add_argument("--to", dest="target", default="ssl_audio", choices=("ssl_audio", "hf"))
+    p.add_argument("--builder", default=None, help="torchaudio: the builder of the state dict, e.g. wavlm_base")
+    p.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="unpickle without the allow-list (can run code: only for files you trust)",
+    )
+    p.set_defaults(func=_convert)
     return parser
 
 

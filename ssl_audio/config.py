@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,6 +21,21 @@ from ssl_audio.data.mixing import MixingConfig
 from ssl_audio.train.schedule import ScheduleConfig
 
 T = TypeVar("T")
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2 floats: PyYAML's 1.1 resolver reads 1e-3 (no dot) as a string."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|\.inf|\.nan)$"),
+    list("-+0123456789."),
+)
+
+
+def parse_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -180,7 +196,7 @@ def from_dict(values: dict, overrides: list[str] | tuple[str, ...] = (), schema:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ValueError(f"config override {item!r}: expected key=value, e.g. data.max_samples=32000")
-        _set_dotted(values, key.strip(), yaml.safe_load(raw))
+        _set_dotted(values, key.strip(), parse_yaml(raw))
     return _build(schema, values)
 
 
@@ -191,7 +207,7 @@ def load_config(
     values: Any = {}
     if yaml_path is not None:
         try:
-            values = yaml.safe_load(Path(yaml_path).read_text(encoding="utf-8")) or {}
+            values = parse_yaml(Path(yaml_path).read_text(encoding="utf-8")) or {}
         except OSError as err:
             raise ValueError(f"{yaml_path}: cannot read config ({err.strerror})") from None
         except yaml.YAMLError as err:

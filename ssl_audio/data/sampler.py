@@ -142,14 +142,13 @@ class BucketBatchSampler(Sampler[list[int]]):
         return len(self._rank_batches(self._epoch))
 
     def __iter__(self) -> Iterator[list[int]]:
-        # Not a generator itself: the position resets when iteration starts, not at the first batch.
-        batches = self._rank_batches(self._epoch)
-        start = self.start_position
-        self._position, self._resuming = start, False
-        return self._yield_from(batches[start:])
+        return self._yield_from(self._rank_batches(self._epoch), self.start_position)
 
-    def _yield_from(self, batches: list[list[int]]) -> Iterator[list[int]]:
-        for batch in batches:
+    def _yield_from(self, batches: list[list[int]], start: int) -> Iterator[list[int]]:
+        # The reset happens at the first draw, not at iter(): a DataLoader with workers calls iter() on its
+        # batch sampler once more than it consumes, and that discarded call must not use up a pending resume.
+        self._position, self._resuming = start, False
+        for batch in batches[start:]:
             self._position += 1  # before yielding: a state saved while the batch is in use counts it as done
             yield batch
 

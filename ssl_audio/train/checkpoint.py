@@ -165,7 +165,7 @@ def find_resume(run_dir: str | Path) -> Checkpoint | None:
 
 
 def prune_checkpoints(run_dir: str | Path, keep_last: int) -> list[Path]:
-    """Delete all but the newest `keep_last` complete checkpoints and the one with the best validation loss.
+    """Delete all but the newest `keep_last` (at least 1) complete checkpoints and the best by validation loss.
 
     Call only after a successful save. Folders without a valid meta.json are left alone (never deleted
     on a guess); returns the deleted folders.
@@ -176,7 +176,7 @@ def prune_checkpoints(run_dir: str | Path, keep_last: int) -> list[Path]:
             metas.append((path, read_meta(path, verify=False)))
         except CheckpointError:
             continue
-    keep = {path for path, _ in metas[-keep_last:]} if keep_last > 0 else set()
+    keep = {path for path, _ in metas[-max(keep_last, 1) :]}  # the newest always stays: it is what resumes
     scored = [(m["val_loss"], path) for path, m in metas if m.get("val_loss") is not None]
     if scored:
         keep.add(min(scored)[1])

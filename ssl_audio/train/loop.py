@@ -15,11 +15,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
+import yaml
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, gather_object
 
 from ssl_audio.audio import SAMPLE_RATE
-from ssl_audio.config import Config, save_config
+from ssl_audio.config import Config, save_config, to_dict
 from ssl_audio.data.collate import Batch
 from ssl_audio.data.labels import label_classes, load_labels, read_header
 from ssl_audio.data.loader import ResumableLoader, make_loader, set_epoch
@@ -98,10 +99,6 @@ def train(cfg: Config, *, resume: str | None = None) -> TrainResult:
     accelerator = Accelerator(mixed_precision=PRECISION[cfg.train.precision], cpu=cfg.train.cpu, kwargs_handlers=[ddp])
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
     run_dir = Path(cfg.run_dir)
-    if accelerator.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
-    config_text = (run_dir / "config.yaml").read_text() if accelerator.is_main_process else ""
 
     # Data: this process's share of the batches.
     data = cfg.data
@@ -169,6 +166,11 @@ def train(cfg: Config, *, resume: str | None = None) -> TrainResult:
     else:
         seed_everything(cfg.seed * 1000 + rank + 1)  # masking and dropout differ across processes
 
+    # Only now, with the weights accepted, does the run folder get (or keep) this config.
+    config_text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    if accelerator.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
     quantizer_cfg = getattr(family_cfg, "quantizer", None)
     telemetry = Telemetry(
         run_dir, enabled=accelerator.is_main_process, total_updates=total, start_update=step,
@@ -214,7 +216,8 @@ def train(cfg: Config, *, resume: str | None = None) -> TrainResult:
     stream = batch_stream(loader, epoch)
     params = [p for p in model.parameters() if p.requires_grad]
     last_saved = step if resumed is not None else None
-    while step < total:
+    stop = total if cfg.train.stop_at is None else min(total, cfg.train.stop_at)
+    while step < stop:
         # One update: accumulate micro-batches, normalise by the frames predicted on every process.
         started = time.perf_counter()
         model.train()
@@ -264,11 +267,12 @@ def train(cfg: Config, *, resume: str | None = None) -> TrainResult:
             if bad_in_row >= cfg.train.max_bad_updates:
                 telemetry.close()
                 raise TrainingError(
-                    f"stopping at update {step}: {bad_in_row} non-finite updates in a row (last loss {loss_sum}); "
+                    f"stopping at update {step + 1}: {bad_in_row} non-finite updates in a row (last loss {loss_sum}); "
                     f"the newest checkpoint in {run_dir} holds the last finite weights"
                 )
             continue
         bad_in_row = 0
+        lr = scheduler.get_last_lr()[0]  # the rate this update used
         scheduler.step()
         step += 1
         mean_loss = loss_sum / max(frames, 1.0)
@@ -278,14 +282,14 @@ def train(cfg: Config, *, resume: str | None = None) -> TrainResult:
         telemetry.update(
             step,
             {
-                "loss": mean_loss, **metrics, "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm,
+                "loss": mean_loss, **metrics, "lr": lr, "grad_norm": grad_norm,
                 "loss_scale": accelerator.scaler.get_scale() if accelerator.scaler is not None else 1.0,
                 "audio_seconds_per_update": audio / SAMPLE_RATE,
                 "audio_seconds_per_second": audio / SAMPLE_RATE / seconds, "skipped_updates": skipped,
             },
         )  # fmt: skip
         epoch_done = cfg.train.max_epochs is not None and loader.state_dict()["epoch"] >= cfg.train.max_epochs
-        done = step >= total or epoch_done or step == cfg.train.stop_at
+        done = step >= stop or epoch_done
         val_loss = None
         if valid_loader is not None and (step % cfg.train.valid_every == 0 or done):
             result.valid = validate(model, family, valid_loader, accelerator, cfg, step)

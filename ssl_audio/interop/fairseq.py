@@ -1,0 +1,333 @@
+"""fairseq checkpoints of wav2vec 2.0 and HuBERT, and the unilm checkpoints of WavLM, to our models.
+
+A checkpoint is a pickle holding {"cfg" or "args": the config, "model": the state dict, ...}:
+- fairseq before Hydra (2020): "args" is an argparse.Namespace with every field flat;
+- fairseq with Hydra: "cfg" is a dict (or, in some checkpoints, an omegaconf DictConfig) with "model",
+  "task", "criterion" sections;
+- unilm WavLM: "cfg" is a flat dict of WavLMConfig fields;
+- fine-tuned models keep the pretrained trunk under "w2v_encoder.w2v_model." and its config in "w2v_args".
+
+Pickles can run code while loading, so they are read with torch.load(weights_only=True) and an explicit
+allow-list of the plain-data types these checkpoints hold. Anything else (omegaconf objects, or a pickle
+that calls a function) is refused unless the caller trusts the file (`trust_pickle=True`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import contextlib
+import importlib.util
+import pickle
+import re
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ssl_audio.interop.convert import Imported, KeyTable, gather, translate
+from ssl_audio.models.encoder import EncoderConfig
+from ssl_audio.train.families import FAMILIES
+
+_NP_SCALAR = np._core.multiarray.scalar if hasattr(np, "_core") else np.core.multiarray.scalar  # numpy 2 / 1
+# Plain-data types found in fairseq checkpoints besides tensors and containers: the config Namespace of
+# 2020 checkpoints, and numpy scalars in their training statistics (extra_state). None of them runs code.
+SAFE_GLOBALS: list[Any] = [
+    argparse.Namespace,
+    np.dtype,
+    _NP_SCALAR,
+    (_NP_SCALAR, "numpy.core.multiarray.scalar"),  # the name numpy 1 pickled it under
+]
+FINETUNED_PREFIX = "w2v_encoder.w2v_model."
+DEFAULT_CONV_LAYERS = "[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2"  # fairseq's default
+
+# Our keys -> fairseq's (unilm WavLM uses the same names plus its gate and bias parameters).
+_TRUNK: KeyTable = [
+    ("encoder.extractor.blocks.{i}.conv.", "feature_extractor.conv_layers.{i}.0."),
+    ("encoder.projection.norm.", "layer_norm."),
+    ("encoder.projection.linear.", "post_extract_proj."),
+    ("encoder.transformer.positional.conv.", "encoder.pos_conv.0."),
+    ("encoder.transformer.norm.", "encoder.layer_norm."),
+    ("encoder.transformer.relative_bias.embedding.", "encoder.layers.0.self_attn.relative_attention_bias."),
+    ("encoder.transformer.layers.{i}.attention_norm.", "encoder.layers.{i}.self_attn_layer_norm."),
+    ("encoder.transformer.layers.{i}.ffn_norm.", "encoder.layers.{i}.final_layer_norm."),
+    ("encoder.transformer.layers.{i}.feed_forward.fc1.", "encoder.layers.{i}.fc1."),
+    ("encoder.transformer.layers.{i}.feed_forward.fc2.", "encoder.layers.{i}.fc2."),
+    ("encoder.transformer.layers.{i}.attention.out.", "encoder.layers.{i}.self_attn.out_proj."),
+    ("encoder.transformer.layers.{i}.attention.gate.", "encoder.layers.{i}.self_attn.grep_linear."),
+    ("encoder.transformer.layers.{i}.attention.gate_scale", "encoder.layers.{i}.self_attn.grep_a"),
+    ("masker.mask_embedding", "mask_emb"),
+    ("quantizer.codevectors", "quantizer.vars"),
+    ("quantizer.logits.", "quantizer.weight_proj."),
+    ("project_targets.", "project_q."),
+    ("project_context.", "final_proj."),  # wav2vec 2.0's final_proj
+    ("final_proj.", "final_proj."),  # HuBERT's
+    ("label_embeddings", "label_embs_concat"),
+]
+_QKV = re.compile(r"encoder\.transformer\.layers\.(\d+)\.attention\.qkv\.(weight|bias)$")
+_NORM = re.compile(r"encoder\.extractor\.blocks\.(\d+)\.norm\.(weight|bias)$")
+_WEIGHT_NORM = {"weight_g": "parametrizations.weight.original0", "weight_v": "parametrizations.weight.original1"}
+
+
+# ---- reading the pickle -------------------------------------------------------------------------------------
+
+
+def load_checkpoint(path: str | Path, *, trust_pickle: bool = False) -> dict[str, Any]:
+    """The checkpoint dict, unpickled with the allow-list; `trust_pickle` lifts it (the file can run code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such checkpoint file")
+    if trust_pickle:
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        except ModuleNotFoundError as err:
+            raise ValueError(f"{path}: unpickling it needs the module {err.name!r}, which is not installed") from None
+    else:
+        try:
+            with torch.serialization.safe_globals(SAFE_GLOBALS):
+                checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as err:
+            raise ValueError(_refusal(path, err)) from None
+    if not isinstance(checkpoint, dict) or "model" not in checkpoint:
+        raise ValueError(f"{path}: not a fairseq checkpoint (expected a dict with a 'model' state dict)")
+    return checkpoint
+
+
+def _refusal(path: Path, err: Exception) -> str:
+    """Why a checkpoint was refused, naming the types it wants to load."""
+    found = re.findall(r"GLOBAL ([\w.]+)", str(err))
+    with contextlib.suppress(Exception):  # every unsafe global at once, where torch can list them (zip files)
+        found += [g for g in torch.serialization.get_unsafe_globals_in_checkpoint(path) if g not in found]
+    names = ", ".join(dict.fromkeys(found)) or str(err).splitlines()[0]
+    message = (
+        f"{path}: refused to unpickle {names}: loading it could run code. If you trust the file, pass "
+        f"--trust-pickle (convert(..., trust_pickle=True))"
+    )
+    if any(name.startswith("omegaconf") for name in found):
+        message += (
+            "; its config is an omegaconf object (fairseq Hydra checkpoints), so unpickling it also needs omegaconf"
+            + ("" if importlib.util.find_spec("omegaconf") else ", which is not installed")
+        )
+    return message
+
+
+def _plain(value: Any) -> Any:
+    """Namespaces and config objects (omegaconf's are Mappings) as plain dicts and lists."""
+    if isinstance(value, argparse.Namespace):
+        return _plain(vars(value))
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "ListConfig":
+        return [_plain(v) for v in value]
+    return value
+
+
+def parse_layers(text: str, *, source: str) -> tuple[tuple[int, int, int], ...]:
+    """fairseq's conv_feature_layers, e.g. "[(512, 10, 5)] + [(512, 3, 2)] * 4", without eval: only list and
+    tuple literals of integers joined by + and *."""
+
+    def value(node: ast.AST) -> Any:
+        if isinstance(node, ast.Constant) and isinstance(node.value, int):
+            return node.value
+        if isinstance(node, (ast.List, ast.Tuple)):
+            items = [value(n) for n in node.elts]
+            return items if isinstance(node, ast.List) else tuple(items)
+        if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Mult)):
+            left, right = value(node.left), value(node.right)
+            return left + right if isinstance(node.op, ast.Add) else left * right
+        raise ValueError(f"{source}: conv_feature_layers {text!r}: only lists of (dim, kernel, stride) are allowed")
+
+    try:
+        layers = value(ast.parse(text, mode="eval").body)
+    except SyntaxError:
+        raise ValueError(f"{source}: conv_feature_layers {text!r} is not a list expression") from None
+    if not isinstance(layers, list) or not all(isinstance(t, tuple) and len(t) == 3 for t in layers):
+        raise ValueError(f"{source}: conv_feature_layers {text!r} must be a list of (dim, kernel, stride)")
+    return tuple((int(c), int(k), int(s)) for c, k, s in layers)
+
+
+# ---- config ---------------------------------------------------------------------------------------------------
+
+
+def _sections(checkpoint: dict[str, Any], *, source: str) -> tuple[dict, dict, dict[str, Tensor], tuple[str, ...]]:
+    """(model config, criterion config, trunk state dict, fine-tuning head keys), unwrapping a fine-tuned
+    checkpoint."""
+    if checkpoint.get("cfg") is not None:
+        cfg = _plain(checkpoint["cfg"])
+        model = cfg["model"] if isinstance(cfg.get("model"), dict) else cfg  # unilm WavLM: a flat dict
+        criterion = cfg.get("criterion") or {}
+    elif checkpoint.get("args") is not None:  # pre-Hydra: one flat Namespace
+        model = criterion = _plain(checkpoint["args"])
+    else:
+        raise ValueError(f"{source}: holds neither 'cfg' nor 'args': cannot tell the architecture")
+    state, head = checkpoint["model"], ()
+    if any(k.startswith(FINETUNED_PREFIX) for k in state):
+        if not model.get("w2v_args"):
+            raise ValueError(f"{source}: a fine-tuned checkpoint without its pretraining config (w2v_args)")
+        inner = _plain(model["w2v_args"])
+        model = inner["model"] if isinstance(inner.get("model"), dict) else inner
+        criterion = {}
+        head = tuple(k for k in state if not k.startswith(FINETUNED_PREFIX))  # e.g. the CTC projection
+        state = {k[len(FINETUNED_PREFIX) :]: v for k, v in state.items() if k.startswith(FINETUNED_PREFIX)}
+    return model, criterion, state, head
+
+
+def _family(model: dict, state: dict[str, Tensor], *, source: str) -> str:
+    name = str(model.get("_name") or model.get("arch") or "")
+    if model.get("relative_position_embedding") or any("relative_attention_bias" in k for k in state):
+        return "wavlm"
+    if "hubert" in name or "label_embs_concat" in state:
+        return "hubert"
+    if name.startswith("wav2vec") or "quantizer.vars" in state or not name:
+        return "wav2vec2"
+    raise ValueError(f"{source}: model '_name' {name!r} is not wav2vec2, hubert or WavLM")
+
+
+def config_from_fairseq(
+    model: dict, criterion: dict, state: dict[str, Tensor], *, source: str
+) -> tuple[str, Any, tuple[str, ...]]:
+    """(family, family config, notes) from the checkpoint's config sections and weight shapes."""
+    family = _family(model, state, source=source)
+    get = model.get
+    for key, wanted in (("activation_fn", "gelu"), ("layer_type", "transformer"), ("pos_conv_depth", 1)):
+        if get(key, wanted) != wanted:
+            raise ValueError(f"{source}: config key {key!r} is {get(key)!r}; ssl_audio implements only {wanted!r}")
+    if family == "wavlm" and not get("gru_rel_pos", True):
+        raise ValueError(f"{source}: config key 'gru_rel_pos' is False; ssl_audio's WavLM bias is always gated")
+    mode = get("extractor_mode", "default")
+    if mode not in ("default", "layer_norm"):
+        raise ValueError(f"{source}: config key 'extractor_mode' is {mode!r}, not 'default' or 'layer_norm'")
+    conv_layers = parse_layers(str(get("conv_feature_layers", DEFAULT_CONV_LAYERS)), source=source)
+    encoder = EncoderConfig(
+        conv_layers=conv_layers,
+        extractor_mode="group_norm" if mode == "default" else "layer_norm",
+        conv_bias=bool(get("conv_bias", False)),
+        dim=int(get("encoder_embed_dim", 768)),
+        num_layers=int(get("encoder_layers", 12)),
+        num_heads=int(get("encoder_attention_heads", 12)),
+        ffn_dim=int(get("encoder_ffn_embed_dim", 3072)),
+        pre_ln=bool(get("layer_norm_first", False)),
+        pos_conv_kernel=int(get("conv_pos", 128)),
+        pos_conv_groups=int(get("conv_pos_groups", 16)),
+        relative_bias=family == "wavlm",
+        num_buckets=int(get("num_buckets", 320)),
+        max_distance=int(get("max_distance", 800)),
+        dropout=float(get("dropout", 0.1)),
+        attention_dropout=float(get("attention_dropout", 0.1)),
+        activation_dropout=float(get("activation_dropout", 0.0)),
+        projection_dropout=float(get("dropout_input", 0.0)),
+        layerdrop=float(get("encoder_layerdrop", 0.0)),
+    )
+    base = FAMILIES[family].presets["large" if encoder.pre_ln else "base"]()
+    masking = replace(
+        base.masking,
+        mask_prob=float(get("mask_prob", base.masking.mask_prob)),
+        mask_length=int(get("mask_length", base.masking.mask_length)),
+        no_overlap=bool(get("no_mask_overlap", base.masking.no_overlap)),
+        min_space=int(get("mask_min_space", base.masking.min_space)),
+        channel_prob=float(get("mask_channel_prob", base.masking.channel_prob)),
+        channel_length=int(get("mask_channel_length", base.masking.channel_length)),
+    )
+    notes = []
+    if get("mask_selection", "static") != "static":
+        notes.append(f"mask_selection {get('mask_selection')!r}: ssl_audio masks static spans")
+    if get("normalize"):
+        notes.append("the model expects zero-mean, unit-variance waveforms (fairseq normalize: true); ssl_audio "
+                     "feeds waveforms as they are: normalise them yourself when you use it")  # fmt: skip
+    weights = list(criterion.get("loss_weights") or [])
+    common = dict(encoder=encoder, masking=masking, feature_grad_mult=float(get("feature_grad_mult", 1.0)))
+    if family == "wav2vec2":
+        final_dim = int(get("final_dim", 256)) or encoder.dim
+        temp = list(get("latent_temp", (2.0, 0.5, 0.999995)))
+        groups = int(get("latent_groups", 2))
+        cfg = replace(
+            base,
+            **common,
+            quantizer=replace(
+                base.quantizer,
+                num_groups=groups,
+                num_entries=int(get("latent_vars", 320)),
+                code_dim=int(get("latent_dim", 0)) or final_dim,
+                temp_start=float(temp[0]),
+                temp_end=float(temp[1]),
+                temp_decay=float(temp[2]),
+            ),
+            final_dim=final_dim,
+            num_negatives=int(get("num_negatives", 100)),
+            logit_temp=float(get("logit_temp", 0.1)),
+            feature_dropout=float(get("dropout_features", 0.0)),
+            diversity_weight=float(weights[0]) if len(weights) > 0 else base.diversity_weight,
+            feature_penalty_weight=float(weights[1]) if len(weights) > 1 else base.feature_penalty_weight,
+        )
+        if get("cross_sample_negatives", 0) or get("codebook_negatives", 0):
+            notes.append("cross-sample and codebook negatives are not implemented: ssl_audio samples in-utterance ones")
+        return family, cfg, tuple(notes)
+    final_dim = int(get("final_dim", base.final_dim)) or encoder.dim
+    untie = bool(get("untie_final_proj", False))
+    num_classes = base.num_classes
+    if "label_embs_concat" in state:  # fairseq keeps the label sets' sizes in the task, not the model
+        sets = state["final_proj.weight"].shape[0] // final_dim if untie else 1
+        if sets != 1:
+            raise ValueError(f"{source}: {sets} label sets in label_embs_concat; their sizes are not in the checkpoint")
+        num_classes = (int(state["label_embs_concat"].shape[0]),)
+    cfg = replace(
+        base,
+        **common,
+        num_classes=num_classes,
+        label_rate=float(get("label_rate", base.label_rate)),
+        final_dim=final_dim,
+        untie_final_proj=untie,
+        logit_temp=float(get("logit_temp", 0.1)),
+        masked_weight=float(criterion.get("pred_masked_weight", base.masked_weight)),
+        unmasked_weight=float(criterion.get("pred_nomask_weight", base.unmasked_weight)),
+        feature_penalty_weight=float(weights[0]) if weights else base.feature_penalty_weight,
+    )
+    return family, cfg, tuple(notes)
+
+
+# ---- weights --------------------------------------------------------------------------------------------------
+
+
+def _locate(key: str, mode: str) -> list[str]:
+    """fairseq key(s) of our `key`; q, k, v for our fused qkv."""
+    if match := _QKV.match(key):
+        layer, kind = match.groups()
+        return [f"encoder.layers.{layer}.self_attn.{name}_proj.{kind}" for name in ("q", "k", "v")]
+    if match := _NORM.match(key):  # Sequential(conv, dropout, GroupNorm | Sequential(transpose, LayerNorm, ...), GELU)
+        layer, kind = match.groups()
+        return [f"feature_extractor.conv_layers.{layer}.2.{'' if mode == 'group_norm' else '1.'}{kind}"]
+    name = translate(key, _TRUNK)
+    return [] if name is None else [name]
+
+
+def _prepare(state: dict[str, Tensor], cfg: EncoderConfig) -> dict[str, Tensor]:
+    """Weight-norm names as ours; an identity post_extract_proj where fairseq has none (channels == width)."""
+    out = {}
+    for key, value in state.items():
+        stem, _, leaf = key.rpartition(".")
+        out[f"{stem}.{_WEIGHT_NORM[leaf]}" if leaf in _WEIGHT_NORM else key] = value
+    channels = cfg.conv_layers[-1][0]
+    if "post_extract_proj.weight" not in out and channels == cfg.dim:
+        out["post_extract_proj.weight"] = torch.eye(cfg.dim)
+        out["post_extract_proj.bias"] = torch.zeros(cfg.dim)
+    return out
+
+
+def read_fairseq(path: str | Path, *, trust_pickle: bool = False) -> Imported:
+    """A fairseq (or unilm WavLM) checkpoint as our family model's weights and config."""
+    source = str(path)
+    model, criterion, state, head = _sections(load_checkpoint(path, trust_pickle=trust_pickle), source=source)
+    family, cfg, notes = config_from_fairseq(model, criterion, state, source=source)
+    theirs = _prepare(state, cfg.encoder)
+    if family == "wav2vec2" and not model.get("quantize_targets", True):  # project_q then maps raw features
+        theirs = {k: v for k, v in theirs.items() if not k.startswith("project_q.")}
+        notes += ("quantize_targets is false: no quantizer in the checkpoint; ours starts fresh",)
+    mode = cfg.encoder.extractor_mode
+    ours, dropped, shape_notes = gather(family, cfg, theirs, lambda k: _locate(k, mode), source=source)
+    return Imported(
+        family=family, config=cfg, state=ours, source=source, dropped=head + dropped, notes=notes + shape_notes
+    )

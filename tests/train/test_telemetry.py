@@ -1,0 +1,138 @@
+"""Telemetry: collapse and chance warnings, averaged TensorBoard scalars read back, the run's own scalars."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from train_helpers import config, wav2vec2_overrides
+
+from ssl_audio.train.loop import TrainResult, train
+from ssl_audio.train.schedule import lr_multiplier
+from ssl_audio.train.telemetry import Telemetry
+
+
+def telemetry(run_dir: Path, **changes) -> Telemetry:
+    kwargs = dict(
+        enabled=True, total_updates=100, start_update=0, log_every=1, chance=0.05, chance_warn_after=10,
+        perplexity_floor=2.56,  # 0.02 * G * V with G=2, V=64
+    )  # fmt: skip
+    kwargs.update(changes)
+    return Telemetry(run_dir, **kwargs)
+
+
+def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    return [(e.step, e.value) for e in events.Scalars(tag)]
+
+
+def test_codebook_collapse_warns_once(tmp_path: Path) -> None:
+    t = telemetry(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # healthy perplexity: no warning
+        t.update(1, {"loss": 1.0, "code_perplexity": 40.0})
+    with pytest.warns(UserWarning, match=r"update 2: code perplexity 1\.50 is below 2\.56: the codebook is collapsing"):
+        t.update(2, {"loss": 1.0, "code_perplexity": 1.5})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per kind of trouble
+        t.update(3, {"loss": 1.0, "code_perplexity": 1.0})
+    t.close()
+    log = (tmp_path / "train.log").read_text()
+    assert log.count("WARNING: update 2: code perplexity 1.50") == 1 and "collapsing" in log
+
+
+def test_collapse_is_judged_on_the_logged_average(tmp_path: Path) -> None:
+    t = telemetry(tmp_path, log_every=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        t.update(1, {"code_perplexity": 1.0})  # not a logging step: not judged
+        t.update(2, {"code_perplexity": 100.0})  # mean 50.5: healthy
+    with pytest.warns(UserWarning, match="code perplexity 2.00 is below"):
+        t.update(3, {"code_perplexity": 3.0})
+        t.update(4, {"code_perplexity": 1.0})  # mean 2.0
+    t.close()
+
+
+def test_no_collapse_check_without_a_quantizer(tmp_path: Path) -> None:
+    t = telemetry(tmp_path, perplexity_floor=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        t.update(1, {"code_perplexity": 0.0})
+    t.close()
+
+
+def test_accuracy_at_chance_warns_after_chance_warn_after(tmp_path: Path) -> None:
+    t = telemetry(tmp_path, chance=0.05, chance_warn_after=10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        t.update(9, {"accuracy": 0.05})  # too early to judge
+        t.update(10, {"accuracy": 0.2})  # learning: 4x chance
+    with pytest.warns(UserWarning, match=r"update 11: masked accuracy 0\.0700 is still near chance \(0\.0500\)"):
+        t.update(11, {"accuracy": 0.07})  # within 1.5x chance
+    t.close()
+    assert "WARNING: update 11: masked accuracy" in (tmp_path / "train.log").read_text()
+
+
+def test_tensorboard_scalars_are_averages_over_log_every(tmp_path: Path) -> None:
+    t = telemetry(tmp_path, log_every=2)
+    for step, loss in enumerate([1.0, 3.0, 5.0, 9.0], start=1):
+        t.update(step, {"loss": loss, "lr": 1e-3})
+    t.validation(4, {"loss": 0.5, "accuracy": 0.25})
+    t.close()
+    assert scalars(tmp_path, "train/loss") == [(2, 2.0), (4, 7.0)]
+    assert scalars(tmp_path, "valid/loss") == [(4, 0.5)]
+    assert scalars(tmp_path, "valid/accuracy") == [(4, 0.25)]
+    log = (tmp_path / "train.log").read_text().splitlines()
+    assert log == [
+        "update 2: loss=2 lr=0.001",
+        "update 4: loss=7 lr=0.001",
+        "valid at update 4: accuracy=0.25 loss=0.5",
+    ]
+
+
+def test_disabled_telemetry_writes_nothing(tmp_path: Path) -> None:
+    t = telemetry(tmp_path, enabled=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        t.update(50, {"loss": 1.0, "code_perplexity": 0.0, "accuracy": 0.0})
+        t.line("hello")
+    t.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- a real run -----------------------------------------------------------------------------------------
+
+MAX_UPDATES = 3
+LR = 0.001
+WARMUP = 2
+
+
+@pytest.fixture(scope="module")
+def run(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, TrainResult]:
+    run_dir = tmp_path_factory.mktemp("telemetry_run")
+    cfg = config(wav2vec2_overrides(corpus, run_dir, f"train.max_updates={MAX_UPDATES}"))
+    assert (cfg.optim.lr, cfg.schedule.warmup_updates) == (LR, WARMUP)
+    return run_dir, train(cfg)
+
+
+def test_run_writes_its_losses_to_tensorboard(run: tuple[Path, TrainResult]) -> None:
+    run_dir, result = run
+    logged = scalars(run_dir, "train/loss")
+    assert [step for step, _ in logged] == [1, 2, 3]
+    assert [value for _, value in logged] == pytest.approx(result.losses, rel=1e-6)  # float32 in the event file
+    assert scalars(run_dir, "valid/loss") == [(3, pytest.approx(result.valid["loss"], rel=1e-6))]
+    assert {step for step, _ in scalars(run_dir, "train/code_perplexity")} == {1, 2, 3}
+    log = (run_dir / "train.log").read_text()
+    assert (
+        "parameters, 1 process(es)" in log and "update 3: loss=" in log and f"saved {run_dir / 'step_00000003'}" in log
+    )
+
+
+def test_logged_lr_is_the_rate_the_update_used(run: tuple[Path, TrainResult]) -> None:
+    run_dir, _ = run
+    cfg = config(["schedule.warmup_updates=2"])
+    used = [LR * lr_multiplier(s, MAX_UPDATES, cfg.schedule) for s in range(MAX_UPDATES)]  # 5e-4, 1e-3, 1e-3 ...
+    assert [value for _, value in scalars(run_dir, "train/lr")] == pytest.approx(used, rel=1e-6)
