@@ -27,7 +27,14 @@ from ssl_audio.data.loader import ResumableLoader, make_loader, set_epoch
 from ssl_audio.data.manifest import load_manifest
 from ssl_audio.data.mixing import Mixer
 from ssl_audio.train.checkpoint import find_resume, load_checkpoint, prune_checkpoints, save_checkpoint
-from ssl_audio.train.families import FAMILIES, build_model, chance_accuracy, family_config, forward_batch
+from ssl_audio.train.families import (
+    FAMILIES,
+    build_model,
+    chance_accuracy,
+    family_config,
+    forward_batch,
+    masked_accuracy,
+)
 from ssl_audio.train.rng import capture_rng, restore_rng, seed_everything
 from ssl_audio.train.schedule import lr_multiplier
 from ssl_audio.train.telemetry import Telemetry
@@ -278,6 +285,8 @@ def train(cfg: Config, *, resume: str | None = None) -> TrainResult:
         mean_loss = loss_sum / max(frames, 1.0)
         result.losses.append(mean_loss)
         metrics = {k: float(accelerator.reduce(v, reduction="mean")) / grad_accum for k, v in metric_sums.items()}
+        if "accuracy" not in metrics and masked_accuracy(metrics) is not None:  # HuBERT's accuracy_masked_0
+            metrics["accuracy"] = masked_accuracy(metrics)
         seconds = time.perf_counter() - started
         telemetry.update(
             step,
