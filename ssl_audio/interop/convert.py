@@ -179,10 +179,12 @@ def _read_torchaudio(path: Path, builder: str | None) -> Imported:
     family = builder.split("_")[0]
     preset = "large" if any(word in builder for word in ("large", "xlsr", "xlarge")) else "base"
     family_cfg = replace(FAMILIES[family].presets[preset](), encoder=encoder_cfg)
-    encoder_state = state_from_torchaudio(reference.state_dict(), encoder_cfg)
+    trunk = getattr(reference, "wav2vec2", reference)  # hubert_pretrain_* builders wrap the trunk
+    encoder_state = state_from_torchaudio(trunk.state_dict(), encoder_cfg)
     state = {f"encoder.{k}": v for k, v in encoder_state.items()}
-    notes = (f"torchaudio models carry no pretraining heads: training settings are the {family} {preset} preset's",)
-    return Imported(family=family, config=family_cfg, state=state, source=str(path), dropped=head, notes=notes)
+    heads = tuple(k for k in theirs if trunk is not reference and not k.startswith("wav2vec2."))
+    notes = (f"only the encoder is taken from torchaudio; training settings are the {family} {preset} preset's",)
+    return Imported(family=family, config=family_cfg, state=state, source=str(path), dropped=head + heads, notes=notes)
 
 
 def guess_source(src: Path) -> str:
@@ -238,8 +240,8 @@ def convert(
         return write_step_folder(imported, dst)
     from ssl_audio.interop.hf import write_hf
 
-    if dst.exists() and any(dst.iterdir()):
-        raise ValueError(f"{dst}: exists and is not empty; choose a new folder")
+    if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
+        raise ValueError(f"{dst}: exists and is not an empty folder; choose a new folder")
     state, fresh = complete_state(imported)
     tmp = dst.with_name(f".{dst.name}.tmp")  # written whole, then renamed: no half-written model folder
     if tmp.exists():
@@ -248,5 +250,8 @@ def convert(
     if dst.exists():
         dst.rmdir()
     tmp.rename(dst)
-    notes = imported.notes + tuple(f"{part}: not in the source, exported freshly initialised" for part in fresh)
-    return Converted(path=dst, fresh=fresh, dropped=imported.dropped + dropped, notes=notes)
+    exported_fresh = tuple(part for part in fresh if part not in dropped)
+    notes = imported.notes + tuple(
+        f"{part}: not in the source, exported freshly initialised" for part in exported_fresh
+    )
+    return Converted(path=dst, fresh=exported_fresh, dropped=imported.dropped + dropped, notes=notes)

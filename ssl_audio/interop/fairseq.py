@@ -41,7 +41,10 @@ SAFE_GLOBALS: list[Any] = [
     np.dtype,
     _NP_SCALAR,
     (_NP_SCALAR, "numpy.core.multiarray.scalar"),  # the name numpy 1 pickled it under
+    *(type(np.dtype(name)) for name in ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8")),
+    type(np.dtype("bool")),
 ]
+_SAFE_NAMES = {g[1] if isinstance(g, tuple) else f"{g.__module__}.{g.__qualname__}" for g in SAFE_GLOBALS}
 FINETUNED_PREFIX = "w2v_encoder.w2v_model."
 DEFAULT_CONV_LAYERS = "[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2"  # fairseq's default
 
@@ -99,9 +102,10 @@ def load_checkpoint(path: str | Path, *, trust_pickle: bool = False) -> dict[str
 
 def _refusal(path: Path, err: Exception) -> str:
     """Why a checkpoint was refused, naming the types it wants to load."""
-    found = re.findall(r"GLOBAL ([\w.]+)", str(err))
+    found = re.findall(r"GLOBAL ([\w.]+)|got <class '([\w.]+)'>", str(err))
+    found = [a or b for a, b in found]
     with contextlib.suppress(Exception):  # every unsafe global at once, where torch can list them (zip files)
-        found += [g for g in torch.serialization.get_unsafe_globals_in_checkpoint(path) if g not in found]
+        found += [g for g in torch.serialization.get_unsafe_globals_in_checkpoint(path) if g not in _SAFE_NAMES]
     names = ", ".join(dict.fromkeys(found)) or str(err).splitlines()[0]
     message = (
         f"{path}: refused to unpickle {names}: loading it could run code. If you trust the file, pass "
