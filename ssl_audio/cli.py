@@ -179,7 +179,11 @@ def _convert(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ssl-audio", description=__doc__.split(":")[0])
+    parser = argparse.ArgumentParser(
+        prog="ssl-audio",
+        description="Self-supervised audio pretraining (wav2vec 2.0, HuBERT, WavLM): data, training, clustering, "
+        "probing, conversion. `ssl-audio COMMAND --help` describes each command.",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = commands.add_parser("manifest", help="scan audio folders into train.tsv / valid.tsv manifests")
