@@ -138,19 +138,27 @@ def _short(featurizer: str) -> str:
 
 
 def compare_runs(runs: list[str | Path]) -> str:
-    """Markdown table of several runs side by side: a row per task metric, a column per run, the best in bold."""
+    """Markdown table of several runs side by side: a row per task metric, a column per run, the best in bold.
+
+    Runs whose folders share a name (e.g. probes/keywords/mfcc and probes/speakers/mfcc) share a column, so
+    one table can hold several tasks per model.
+    """
     results = [load_results(run) for run in runs]
     names = [Path(run).name if Path(run).is_dir() else Path(run).parent.name for run in runs]
-    rows: dict[str, list[str]] = {
-        "featurizer": [_short(r["featurizer"]) for r in results],
-        "probe": [r["probe"] for r in results],
-    }
+    columns = list(dict.fromkeys(names))
+    merged: dict[str, dict[str, set[str]]] = {c: {"featurizer": set(), "probe": set()} for c in columns}
     values: dict[str, list[float | None]] = {}
-    for column, r in enumerate(results):
+    for name, r in zip(names, results):
+        column = columns.index(name)
+        merged[name]["featurizer"].add(_short(r["featurizer"]))
+        merged[name]["probe"].add(f"{r['task']}: {r['probe']}")
         for metric, value in r["metrics"].items():
-            values.setdefault(f"{r['task']} {metric}", [None] * len(results))[column] = value
+            values.setdefault(f"{r['task']} {metric}", [None] * len(columns))[column] = value
+    rows: dict[str, list[str]] = {
+        key: [", ".join(sorted(merged[c][key])) for c in columns] for key in ("featurizer", "probe")
+    }
     for key, row in values.items():
         present = [v for v in row if v is not None]
         best = (min if key.split()[-1] in LOWER_IS_BETTER else max)(present) if len(present) > 1 else None
         rows[key] = ["-" if v is None else f"**{_number(v)}**" if v == best else _number(v) for v in row]
-    return "\n".join(_table(["", *names], [[key, *cells] for key, cells in rows.items()])) + "\n"
+    return "\n".join(_table(["", *columns], [[key, *cells] for key, cells in rows.items()])) + "\n"
