@@ -142,7 +142,9 @@ class BucketBatchSampler(Sampler[list[int]]):
         return len(self._rank_batches(self._epoch))
 
     def __iter__(self) -> Iterator[list[int]]:
-        return self._yield_from(self._rank_batches(self._epoch), self.start_position)
+        start = self.start_position
+        self._position = start  # reads right before the first draw; the resume itself is spent at that draw
+        return self._yield_from(self._rank_batches(self._epoch), start)
 
     def _yield_from(self, batches: list[list[int]], start: int) -> Iterator[list[int]]:
         # The reset happens at the first draw, not at iter(): a DataLoader with workers calls iter() on its
