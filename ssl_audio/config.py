@@ -6,6 +6,7 @@ config (`save_config`), so a run can be repeated from its folder alone.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import re
@@ -191,7 +192,7 @@ def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
 
 def from_dict(values: dict, overrides: list[str] | tuple[str, ...] = (), schema: type[T] = Config) -> T:
     """Build `schema` from a nested dict plus `key.sub=value` overrides (values parsed as YAML)."""
-    values = dict(values)
+    values = copy.deepcopy(values)  # overrides must never reach into the caller's nested dicts
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:

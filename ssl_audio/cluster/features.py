@@ -127,12 +127,14 @@ class FeatureSet:
             missing = sorted(set(range(metas[0]["num_shards"])) - {m["shard"] for m in metas})
             raise ValueError(f"{self.folder}: incomplete dump, shards {missing} are missing")
         for key in ("source", "layer", "frame_rate", "dim", "manifest"):
-            if len({json.dumps(m[key]) for m in metas}) != 1:
+            # a shard without rows knows no dimension: it agrees with any
+            if len({json.dumps(m[key]) for m in metas if not (key == "dim" and m[key] is None)}) > 1:
                 raise ValueError(f"{self.folder}: shards disagree on {key!r}")
         self.metas = sorted(metas, key=lambda m: m["shard"])
         first = self.metas[0]
         self.source, self.layer, self.frame_rate = first["source"], first["layer"], float(first["frame_rate"])
-        self.dim, self.manifest = int(first["dim"]), first["manifest"]
+        self.dim = next((int(m["dim"]) for m in metas if m["dim"] is not None), 0)
+        self.manifest = first["manifest"]
         self.lengths = [n for m in self.metas for n in m["lengths"]]
 
     @property
@@ -151,6 +153,8 @@ class FeatureSet:
         for meta in self.metas:
             path = self.folder / (shard_name(meta["shard"], meta["num_shards"]) + ".f32")
             expected = sum(meta["lengths"]) * self.dim * 4
+            if not path.is_file():
+                raise ValueError(f"{path}: missing (the shard's .json exists; re-run dump-features for it)")
             if path.stat().st_size != expected:
                 raise ValueError(f"{path}: {path.stat().st_size} bytes, expected {expected} (truncated dump?)")
             if expected == 0:

@@ -9,12 +9,13 @@ an interrupted run picks up where it stopped (pretraining resumes from its newes
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ssl_audio.cluster.features import FeatureSet, FeatureSource, dump_features
-from ssl_audio.cluster.kmeans import assign_labels, fit_kmeans, sample_frames, save_kmeans
+from ssl_audio.cluster.kmeans import assign_labels, file_hash, fit_kmeans, sample_frames, save_kmeans
 from ssl_audio.cluster.quality import quality_against_alignments
 from ssl_audio.config import Config, from_dict, save_config
 from ssl_audio.data.labels import load_labels, manifest_hash
@@ -49,12 +50,12 @@ class IterateConfig:
 
 def _fresh(stage_dir: Path, inputs: dict) -> bool:
     stamp = stage_dir / "stage.json"
-    return stamp.is_file() and json.loads(stamp.read_text()) == inputs
+    return stamp.is_file() and json.loads(stamp.read_text()) == json.loads(json.dumps(inputs, default=str))
 
 
 def _stamp(stage_dir: Path, inputs: dict) -> None:
     stage_dir.mkdir(parents=True, exist_ok=True)
-    (stage_dir / "stage.json").write_text(json.dumps(inputs, indent=1))
+    (stage_dir / "stage.json").write_text(json.dumps(inputs, indent=1, default=str))
 
 
 def _source_identity(source: str) -> str:
@@ -135,12 +136,26 @@ def run_iterations(cfg: IterateConfig, *, progress: bool = True) -> list[dict]:
         if "valid" in label_paths:
             overrides.append(f"data.valid_labels=[{label_paths['valid']}]")
         round_cfg: Config = from_dict(cfg.pretrain, [*it.overrides, *overrides])
-        done = find_resume(folder / "model")
+        model_dir = folder / "model"
+        # What the model depends on, by content (never by path, so a moved run folder stays fresh).
+        model_inputs = {**km_inputs, "labels": [file_hash(p) for p in label_paths.values()],
+                        "round_overrides": list(it.overrides), "pretrain": cfg.pretrain}  # fmt: skip
+        if model_dir.exists() and not _fresh(model_dir, model_inputs):  # trained on other labels or settings
+            stale = folder / "model.stale"
+            if stale.exists():
+                shutil.rmtree(stale)
+            model_dir.rename(stale)
+            say(f"iteration {number}: labels or settings changed; the old model moved to {stale}")
+        if not _fresh(model_dir, model_inputs):  # stamped before training: an interrupted run resumes
+            _stamp(model_dir, model_inputs)
+        done = find_resume(model_dir)
         if done is None or done.step < round_cfg.train.max_updates:
-            save_config(round_cfg, folder / "model" / "recipe.yaml")
-            result = train(round_cfg, resume="auto")
-            summary["valid"] = result.valid
-        previous = find_resume(folder / "model").path
+            save_config(round_cfg, model_dir / "recipe.yaml")
+            summary["valid"] = train(round_cfg, resume="auto").valid
+        final = find_resume(model_dir)
+        if "valid" not in summary and final.val_loss is not None:  # nothing to do: report the saved validation
+            summary["valid"] = {"loss": final.val_loss}
+        previous = final.path
         summary["checkpoint"] = str(previous)
         summaries.append(summary)
         (run_dir / "summary.json").write_text(json.dumps(summaries, indent=1))

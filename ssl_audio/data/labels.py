@@ -48,6 +48,17 @@ def write_labels(
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     head = {"k": k, "rate": rate, "manifest": manifest_hash(manifest), "rows": len(manifest), **header}
+    try:
+        _write_rows(tmp, path, manifest, labels, head, k, rate)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a rejected write leaves nothing behind
+        raise
+    os.replace(tmp, path)
+
+
+def _write_rows(
+    tmp: Path, path: Path, manifest: Manifest, labels: Iterable[np.ndarray], head: dict, k: int, rate: float
+) -> None:
     count = 0
     with open(tmp, "w", encoding="utf-8") as f:
         f.write("#" + json.dumps(head) + "\n")
@@ -63,9 +74,7 @@ def write_labels(
             f.write(" ".join(map(str, row.tolist())) + "\n")
             count += 1
     if count != len(manifest):
-        tmp.unlink()
         raise ValueError(f"{path}: {count} label rows for {len(manifest)} manifest rows")
-    os.replace(tmp, path)
 
 
 def read_header(path: str | Path) -> dict[str, Any]:
