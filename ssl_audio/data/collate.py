@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from ssl_audio.data.dataset import Item, crop_item, crop_offset, label_step
+from ssl_audio.data.dataset import Item, SharedEpoch, crop_item, crop_offset, label_step
 
 LABEL_PAD = -100  # label value past a sequence's end; torch's cross_entropy ignores it by default
 COLLATE_MODES = ("pad", "crop")
@@ -58,7 +58,7 @@ class Batch:
         return Batch(**moved)
 
 
-class Collator:
+class Collator(SharedEpoch):
     """collate_fn for a DataLoader over an AudioDataset; see the module docstring for the modes.
 
     random_crop: in "crop" mode, draw offsets from (seed, epoch, index); False crops from the start (eval).
@@ -72,17 +72,7 @@ class Collator:
         self.mode = mode
         self.seed = seed
         self.random_crop = random_crop
-        # Shared memory: a persistent DataLoader worker runs its own copy of the collator, and still sees set_epoch.
-        self._epoch = torch.zeros((), dtype=torch.long).share_memory_()
-
-    @property
-    def epoch(self) -> int:
-        return int(self._epoch)
-
-    def set_epoch(self, epoch: int) -> None:
-        if epoch < 0:
-            raise ValueError(f"epoch must be non-negative, got {epoch}")
-        self._epoch.fill_(epoch)
+        super().__init__()
 
     def __call__(self, items: Sequence[Item]) -> Batch:
         if not items:

@@ -108,7 +108,24 @@ def crop_item(item: Item, *, offset: int, length: int) -> Item:
     return replace(item, wave=wave, length=length, offset=item.offset + offset, labels=labels)
 
 
-class AudioDataset(Dataset[Item]):
+class SharedEpoch:
+    """An epoch counter in shared memory: persistent DataLoader workers hold their own copy of the dataset
+    and the collator, and still see the main process's set_epoch."""
+
+    def __init__(self) -> None:
+        self._epoch = torch.zeros((), dtype=torch.long).share_memory_()
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch < 0:
+            raise ValueError(f"epoch must be non-negative, got {epoch}")
+        self._epoch.fill_(epoch)
+
+
+class AudioDataset(SharedEpoch, Dataset[Item]):
     """Utterances of a manifest, loaded with `load_audio` and cropped to at most `max_samples`.
 
     `random_crop` (training) draws the crop offset from (seed, epoch, index); otherwise (eval) it is 0.
@@ -142,20 +159,10 @@ class AudioDataset(Dataset[Item]):
         self.target_lufs = target_lufs
         self.label_hops = tuple(label_set.hop for label_set in self.labels)
         self.crop_step = label_step(self.label_hops)
-        # Shared memory: persistent DataLoader workers hold their own copy of the dataset, and still see set_epoch.
-        self._epoch = torch.zeros((), dtype=torch.long).share_memory_()
+        super().__init__()
 
     def __len__(self) -> int:
         return len(self.manifest)
-
-    @property
-    def epoch(self) -> int:
-        return int(self._epoch)
-
-    def set_epoch(self, epoch: int) -> None:
-        if epoch < 0:
-            raise ValueError(f"epoch must be non-negative, got {epoch}")
-        self._epoch.fill_(epoch)
 
     @property
     def sizes(self) -> tuple[int, ...]:

@@ -58,15 +58,6 @@ def oracle_mfcc(wave: torch.Tensor) -> torch.Tensor:
     return torch.cat([mfcc.T, d1, d2]).T  # (T, 39)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread is faster than two, and much faster when the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Manifest:
     return write_corpus(tmp_path_factory.mktemp("features"), LENGTHS)

@@ -24,15 +24,6 @@ DIM, FFN, LAYERS, HEADS, KERNEL, GROUPS = 64, 128, 2, 4, 16, 4
 LENGTHS = torch.tensor([6_400, 4_800, 3_200])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread beats OpenMP's hand-offs, by far when other work shares the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def model_cfg(family: str, mode: str = "default", pre_ln: bool = False) -> dict:
     """fairseq's model section (field names as in its Wav2Vec2Config / HubertConfig, unilm's WavLMConfig)."""
     cfg = dict(

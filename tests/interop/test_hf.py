@@ -30,15 +30,6 @@ LENGTHS = torch.tensor([6_400, 4_800, 3_200])
 SMALL_CONV = ((32, 10, 5),) + ((32, 3, 2),) * 4 + ((32, 2, 2),) * 2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread beats OpenMP's hand-offs, by far when other work shares the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Non-trivial values everywhere (norms and weight-norm gains too), so a swapped key cannot hide."""
     generator = torch.Generator().manual_seed(seed)

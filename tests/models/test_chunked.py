@@ -17,15 +17,6 @@ from ssl_audio.models.chunked import frames_in_chunks, num_frames
 DELTA_REACH = 4  # frames: delta (window 5) of a delta (window 5) reads 2 + 2 frames on each side
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread is faster than two, and much faster when the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def window_stats(window: int, hop: int):  # noqa: ANN201
     """A per-frame function: (S,) -> (T, 3) mean, max and first sample of every window."""
 

@@ -12,15 +12,6 @@ from ssl_audio.nn.conv_extractor import BASE_CONV_LAYERS, ConvFeatureExtractor
 NO_DROPOUT = dict(dropout=0.0, attention_dropout=0.0, projection_dropout=0.0, activation_dropout=0.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():  # noqa: ANN202
-    """Tiny tensors: one intra-op thread is as fast, and immune to OpenMP spin-waits when the machine is busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _encoder(seed: int = 0, **changes: object) -> Encoder:
     torch.manual_seed(seed)
     return Encoder(tiny_encoder(**changes))

@@ -30,15 +30,6 @@ LENGTHS = (16_000, 11_000)  # samples -> 49 and 34 frames at 50 Hz (tiny extract
 FRAMES = (49, 34)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():  # noqa: ANN202
-    """Tiny tensors: one intra-op thread is as fast, and immune to OpenMP spin-waits when the machine is busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 

@@ -28,15 +28,6 @@ LENGTHS = (16_000, 11_000)  # samples; the tiny extractor (stride 320, field 400
 FRAMES = (49, 34)  # floor((S - 400) / 320) + 1, worked by hand
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():  # noqa: ANN202
-    """Tiny tensors: one intra-op thread is as fast, and immune to OpenMP spin-waits when the machine is busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _model(seed: int = 0, *, loud: bool = False, **changes: object) -> Wav2Vec2:
     """The tiny preset. `loud` doubles conv layers 2-7 (x64 overall): conv features of order 0.1 instead of 1e-4,
     so that the feature penalty is a visible term of the loss."""

@@ -37,15 +37,6 @@ from ssl_audio.train.families import build_model
 NO_DROPOUT = dict(dropout=0.0, attention_dropout=0.0, projection_dropout=0.0, activation_dropout=0.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():  # noqa: ANN202
-    """Tiny tensors: one intra-op thread is as fast, and immune to OpenMP spin-waits when the machine is busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _save(run_dir: Path, cfg: Config, model: nn.Module) -> Path:
     config_text = yaml.safe_dump(to_dict(cfg))
     return save_checkpoint(run_dir, 0, model_state=model.state_dict(), train_state={}, config_text=config_text)

@@ -20,15 +20,6 @@ from ssl_audio.probe.report import compare_runs, plot_layers
 from ssl_audio.probe.tasks import ProbeConfig, run_probe
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():  # noqa: ANN202
-    """Tiny tensors: one intra-op thread is as fast, and immune to OpenMP spin-waits when the machine is busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _tone(rng: np.random.Generator, freqs: list[float], seconds: float, amps: list[float] | None = None) -> np.ndarray:
     t = np.arange(round(seconds * SAMPLE_RATE)) / SAMPLE_RATE
     amps = amps or [1.0] * len(freqs)

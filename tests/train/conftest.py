@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 from train_helpers import LABEL_RATE, chirp_with_noise
 
 from ssl_audio.audio import SAMPLE_RATE
@@ -52,12 +51,3 @@ def labels(corpus: Path) -> Callable[[int], tuple[str, str]]:
         return made[k]
 
     return make
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """In-process runs use one thread, like the child processes (and 2 cores shared with other work)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
