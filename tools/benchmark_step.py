@@ -1,0 +1,587 @@
+"""Training-step benchmark: our BASE wav2vec 2.0 and HuBERT against torchaudio's and transformers'.
+
+    python tools/benchmark_step.py [--batch 2] [--seconds 4] [--steps 5] [--warmup 2] [--threads 2]
+                                   [--only wav2vec2|hubert] [--skip-bf16] [--no-lengths] [--profile]
+
+One step = zero_grad + forward + loss + backward + AdamW step, fp32 on the CPU, in this process, on the same
+random batch. Every implementation gets the BASE dropouts (0.1 residual, attention, input projection; 0.0
+activation) and layerdrop 0.0, so every step runs all 12 layers. The implementations of a family are built
+together and take turns, one step each (--warmup untimed rounds, then --steps timed ones), so that load from
+other processes falls on all of them alike. On a shared machine such load slows some steps several-fold, so
+the headline is the fastest step (as timeit does): throughput = batch audio-seconds / fastest step-seconds,
+and the ratios use it. The median step and the process CPU-seconds per step (all threads) are printed beside
+it to show how noisy the run was. The bf16 rows step our fp32 row's model afterwards, under autocast.
+
+Rows (what each measures):
+- wav2vec2 / ours: Wav2Vec2(wav2vec2_base()) full objective: span masking (0.65, 10) and K=100 negative
+  sampling inside forward, quantiser on the masked frames, contrastive + diversity + feature penalty.
+- wav2vec2 / transformers: Wav2Vec2ForPreTraining, same mask probability, span and K; its own objective
+  (contrastive + diversity, logits for every frame, quantiser on every frame; no feature penalty and no
+  feature_grad_mult, whose cost is negligible). Masks and negatives are drawn with its numpy helpers outside
+  the timed step, as its data collator does; their cost is printed separately.
+- wav2vec2 / torchaudio: none (torchaudio has no wav2vec 2.0 pretraining head); see the trunk rows.
+- hubert / ours: Hubert(hubert_base()) with 500 classes at 50 Hz: masking (0.8, 10) inside forward, cosine
+  logits against label embeddings for every frame, CE on masked frames, feature penalty, grad mult 0.1.
+- hubert / torchaudio: hubert_pretrain_base(num_classes=500): masking inside forward, logits for masked
+  and unmasked frames (501 columns, target first); loss = CE(logit_m, 0) summed + 10 * penalty * masked
+  frames (torchaudio's example hubert_loss with unmasked weight 0, its term left out as fairseq does).
+- hubert / transformers: HubertModel + this script's head, built like ours (Linear 768 -> 256, 500 label
+  embeddings, cosine / 0.1, CE on masked frames, feature penalty and grad mult 0.1 through a hook on its
+  conv extractor). transformers has no HuBERT pretraining head. Masks drawn outside the timed step.
+- trunk / each: encoder only (conv extractor, projection, transformer; no masking, no head, no grad mult),
+  loss = mean square of the last hidden state. The one like-for-like row for all three implementations.
+- bf16 rows: ours under torch.autocast("cpu", dtype=torch.bfloat16); losses stay fp32 inside the models.
+"""
+
+from __future__ import annotations
+
+# ruff: noqa: E402
+import os
+
+# As `import ssl_audio` does, before torch loads its OpenMP runtime: threads that spin while they wait make every
+# op several times slower when other processes want the cores, whichever implementation runs. Set it to override.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse
+import gc
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ssl_audio.audio import SAMPLE_RATE
+from ssl_audio.models.encoder import Encoder, EncoderConfig
+from ssl_audio.models.hubert import Hubert, hubert_base
+from ssl_audio.models.wav2vec2 import Wav2Vec2, wav2vec2_base
+from ssl_audio.nn.conv_extractor import scale_grad
+
+NUM_CLASSES = 500  # HuBERT iteration 2
+LABEL_RATE = 50.0  # Hz
+DROPOUT = 0.1  # BASE residual / attention / input-projection dropout (fairseq, torchaudio, transformers)
+FEATURE_GRAD_MULT = 0.1
+PENALTY_WEIGHT = 10.0
+# AdamW as in the BASE recipes, at a warm-up-sized learning rate: the peak 5e-4 from step 0 on random noise
+# collapses wav2vec 2.0's codebook within a few steps, and a diverged model is not the step we want to time.
+LEARNING_RATE = 1e-5
+LOGIT_TEMP = 0.1
+FINAL_DIM = 256
+# Throughput targets (printed, not enforced): ours over each reference, and bf16 over fp32.
+TARGET_VS_TRANSFORMERS = 1.3
+TARGET_VS_TORCHAUDIO = 1.2
+TARGET_BF16 = 2.0
+BF16_FLAGS = ("amx_bf16", "amx_tile", "avx512_bf16")
+
+
+@dataclass(frozen=True)
+class Batch:
+    wave: Tensor  # (B, S) float32
+    lengths: Tensor | None  # (B,) samples, or None (no padding masks anywhere)
+    labels: Tensor  # (B, T) long HuBERT labels, one per frame at 50 Hz
+    frames: int  # T
+
+    @property
+    def audio_seconds(self) -> float:
+        return self.wave.numel() / SAMPLE_RATE
+
+
+Prepare = Callable[[int], object]  # step -> inputs drawn outside the timed region (masks, negatives)
+LossFn = Callable[[int, object], Tensor]  # (step, prepared) -> scalar loss to backprop
+
+
+@dataclass(frozen=True)
+class Case:
+    family: str  # wav2vec2 | hubert | trunk
+    impl: str  # ours | transformers | torchaudio
+    build: Callable[[Batch], tuple[nn.Module, LossFn, Prepare | None]]
+    bf16: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"{self.family} / {self.impl}" + (" (bf16 autocast)" if self.bf16 else "")
+
+
+@dataclass(frozen=True)
+class Result:
+    case: Case
+    times: list[float]  # wall seconds per timed step
+    cpu_times: list[float]  # process CPU seconds per timed step (all threads)
+    prepare_s: float  # median seconds per step spent outside the timer (transformers' masks), 0 if none
+    audio_seconds: float
+    finite: bool  # every loss was finite
+
+    @property
+    def step_s(self) -> float:
+        return min(self.times)
+
+    @property
+    def throughput(self) -> float:
+        return self.audio_seconds / self.step_s
+
+
+# --- our models -------------------------------------------------------------------------------------------
+
+
+def no_layerdrop(encoder: EncoderConfig) -> EncoderConfig:
+    return replace(encoder, layerdrop=0.0)
+
+
+def build_ours_wav2vec2(batch: Batch) -> tuple[nn.Module, LossFn, None]:
+    cfg = wav2vec2_base()
+    model = Wav2Vec2(replace(cfg, encoder=no_layerdrop(cfg.encoder)))
+    generator = torch.Generator().manual_seed(0)
+
+    def loss(step: int, _: object) -> Tensor:
+        return model(batch.wave, batch.lengths, step=step, generator=generator).mean_loss
+
+    return model, loss, None
+
+
+def build_ours_hubert(batch: Batch) -> tuple[nn.Module, LossFn, None]:
+    cfg = hubert_base(num_classes=(NUM_CLASSES,), label_rate=LABEL_RATE)
+    model = Hubert(replace(cfg, encoder=no_layerdrop(cfg.encoder)))
+    generator = torch.Generator().manual_seed(0)
+
+    def loss(step: int, _: object) -> Tensor:
+        return model(batch.wave, batch.lengths, [batch.labels], step=step, generator=generator).mean_loss
+
+    return model, loss, None
+
+
+def build_ours_trunk(batch: Batch) -> tuple[nn.Module, LossFn, None]:
+    model = Encoder(no_layerdrop(EncoderConfig()))
+
+    def loss(step: int, _: object) -> Tensor:
+        return model(batch.wave, batch.lengths).last.float().pow(2).mean()
+
+    return model, loss, None
+
+
+# --- transformers -----------------------------------------------------------------------------------------
+
+
+def transformers_dropouts() -> dict[str, float]:
+    return dict(
+        hidden_dropout=DROPOUT,
+        attention_dropout=DROPOUT,
+        activation_dropout=0.0,
+        feat_proj_dropout=DROPOUT,
+        layerdrop=0.0,
+    )
+
+
+def attention_mask(batch: Batch) -> Tensor | None:
+    """transformers' sample-level mask (B, S): 1 = valid, or None when running without lengths."""
+    if batch.lengths is None:
+        return None
+    return (torch.arange(batch.wave.shape[1])[None, :] < batch.lengths[:, None]).long()
+
+
+def build_transformers_wav2vec2(batch: Batch) -> tuple[nn.Module, LossFn, Prepare]:
+    from transformers import Wav2Vec2Config, Wav2Vec2ForPreTraining
+    from transformers.models.wav2vec2.modeling_wav2vec2 import _compute_mask_indices, _sample_negative_indices
+
+    ours = wav2vec2_base()
+    config = Wav2Vec2Config(
+        **transformers_dropouts(),
+        feat_quantizer_dropout=ours.feature_dropout,
+        mask_time_prob=ours.masking.mask_prob,
+        mask_time_length=ours.masking.mask_length,
+        mask_time_min_masks=ours.masking.min_masks,
+        num_negatives=ours.num_negatives,
+    )
+    model = Wav2Vec2ForPreTraining(config)
+    min_masks = config.mask_time_min_masks
+    rng = np.random.default_rng(0)
+    mask_in = attention_mask(batch)
+
+    def prepare(step: int) -> tuple[Tensor, Tensor]:
+        np.random.seed(int(rng.integers(2**31)))  # both helpers draw from numpy's global state
+        shape = (batch.wave.shape[0], batch.frames)
+        mask = _compute_mask_indices(shape, config.mask_time_prob, config.mask_time_length, None, min_masks)
+        negatives = _sample_negative_indices(shape, config.num_negatives, mask)
+        return torch.from_numpy(mask), torch.from_numpy(negatives).long()
+
+    def loss(step: int, prepared: object) -> Tensor:
+        mask, negatives = prepared  # type: ignore[misc]
+        out = model(batch.wave, attention_mask=mask_in, mask_time_indices=mask, sampled_negative_indices=negatives)
+        return out.loss / mask.sum()  # their example: outputs.loss / num_losses
+
+    return model, loss, prepare
+
+
+class TransformersHubertPretraining(nn.Module):
+    """HubertModel + a head built like ours: transformers ships no HuBERT pretraining head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from transformers import HubertConfig, HubertModel
+
+        ours = hubert_base()
+        self.config = HubertConfig(
+            **transformers_dropouts(),
+            mask_time_prob=ours.masking.mask_prob,
+            mask_time_length=ours.masking.mask_length,
+            mask_time_min_masks=ours.masking.min_masks,
+        )
+        self.encoder = HubertModel(self.config)
+        self.final_proj = nn.Linear(self.config.hidden_size, FINAL_DIM)
+        self.label_embeddings = nn.Parameter(torch.rand(NUM_CLASSES, FINAL_DIM))
+        self.penalty: Tensor | None = None
+        self.encoder.feature_extractor.register_forward_hook(self._feature_hook)
+
+    def _feature_hook(self, module: nn.Module, inputs: object, features: Tensor) -> Tensor:
+        """(B, C, T) conv features: record the feature penalty, scale the gradient into the extractor."""
+        self.penalty = features.float().pow(2).mean()
+        return scale_grad(features, FEATURE_GRAD_MULT)
+
+    def forward(self, wave: Tensor, mask_in: Tensor | None, mask: Tensor, labels: Tensor) -> Tensor:
+        hidden = self.encoder(wave, attention_mask=mask_in, mask_time_indices=mask).last_hidden_state  # (B, T, D)
+        picked = self.final_proj(hidden[mask])  # (N, F)
+        logits = torch.cosine_similarity(picked[:, None, :], self.label_embeddings[None], dim=-1) / LOGIT_TEMP
+        count = picked.shape[0]
+        total = nn.functional.cross_entropy(logits, labels[mask], reduction="sum")
+        assert self.penalty is not None
+        return (total + PENALTY_WEIGHT * self.penalty * count) / count
+
+
+def build_transformers_hubert(batch: Batch) -> tuple[nn.Module, LossFn, Prepare]:
+    from transformers.models.wav2vec2.modeling_wav2vec2 import _compute_mask_indices
+
+    model = TransformersHubertPretraining()
+    config = model.config
+    min_masks = config.mask_time_min_masks
+    rng = np.random.default_rng(0)
+    mask_in = attention_mask(batch)
+
+    def prepare(step: int) -> Tensor:
+        np.random.seed(int(rng.integers(2**31)))
+        shape = (batch.wave.shape[0], batch.frames)
+        mask = _compute_mask_indices(shape, config.mask_time_prob, config.mask_time_length, None, min_masks)
+        return torch.from_numpy(mask)
+
+    def loss(step: int, prepared: object) -> Tensor:
+        return model(batch.wave, mask_in, prepared, batch.labels)
+
+    return model, loss, prepare
+
+
+def build_transformers_trunk(batch: Batch) -> tuple[nn.Module, LossFn, None]:
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    model = Wav2Vec2Model(Wav2Vec2Config(**transformers_dropouts(), mask_time_prob=0.0))
+    mask_in = attention_mask(batch)
+
+    def loss(step: int, _: object) -> Tensor:
+        return model(batch.wave, attention_mask=mask_in).last_hidden_state.float().pow(2).mean()
+
+    return model, loss, None
+
+
+# --- torchaudio -------------------------------------------------------------------------------------------
+
+
+def torchaudio_dropouts() -> dict[str, float]:
+    return dict(
+        encoder_projection_dropout=DROPOUT,
+        encoder_attention_dropout=DROPOUT,
+        encoder_ff_interm_dropout=0.0,
+        encoder_dropout=DROPOUT,
+        encoder_layer_drop=0.0,
+    )
+
+
+def build_torchaudio_hubert(batch: Batch) -> tuple[nn.Module, LossFn, None]:
+    import torchaudio
+
+    model = torchaudio.models.hubert_pretrain_base(
+        **torchaudio_dropouts(),
+        mask_prob=hubert_base().masking.mask_prob,
+        feature_grad_mult=FEATURE_GRAD_MULT,
+        num_classes=NUM_CLASSES,
+    )
+
+    def loss(step: int, _: object) -> Tensor:
+        logit_m, _logit_u, penalty = model(batch.wave, batch.labels, batch.lengths)
+        count = logit_m.shape[0]
+        target = torch.zeros(count, dtype=torch.long)  # the true class is column 0
+        total = nn.functional.cross_entropy(logit_m, target, reduction="sum")
+        return (total + PENALTY_WEIGHT * penalty * count) / count
+
+    return model, loss, None
+
+
+def build_torchaudio_trunk(batch: Batch) -> tuple[nn.Module, LossFn, None]:
+    import torchaudio
+
+    model = torchaudio.models.wav2vec2_base(**torchaudio_dropouts())
+
+    def loss(step: int, _: object) -> Tensor:
+        return model(batch.wave, batch.lengths)[0].float().pow(2).mean()
+
+    return model, loss, None
+
+
+# --- timing -----------------------------------------------------------------------------------------------
+
+
+class Runner:
+    """One implementation's model, optimizer and loss; the runners of a family take turns, one step each."""
+
+    def __init__(self, case: Case, batch: Batch) -> None:
+        torch.manual_seed(0)
+        self.case = case
+        self.model, self.loss_fn, self.prepare = case.build(batch)
+        self.model.train()
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=LEARNING_RATE, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01
+        )
+        self.steps_done = 0
+
+    def step(self, *, bf16: bool = False) -> tuple[float, float, float, bool]:
+        """One training step -> (wall s, process CPU s, untimed preparation s, whether the loss was finite)."""
+        start = time.perf_counter()
+        prepared = self.prepare(self.steps_done) if self.prepare is not None else None
+        prepare_s = time.perf_counter() - start
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
+        start, cpu_start = time.perf_counter(), time.process_time()
+        self.optimizer.zero_grad(set_to_none=True)
+        with autocast:
+            loss = self.loss_fn(self.steps_done, prepared)
+        loss.backward()
+        self.optimizer.step()
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+        self.steps_done += 1
+        return elapsed, cpu, prepare_s, bool(torch.isfinite(loss))
+
+    def profile(self) -> None:
+        """One more step under torch.profiler: the 10 ops with the most self CPU time."""
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            self.step()
+        print(f"\n### profile: {self.case.label} (one step, top 10 ops by self CPU time)\n")
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=10, max_name_column_width=48))
+
+
+class Recorder:
+    """Timings of one row."""
+
+    def __init__(self, case: Case, audio_seconds: float) -> None:
+        self.case, self.audio_seconds = case, audio_seconds
+        self.times: list[float] = []
+        self.cpu_times: list[float] = []
+        self.prepare_times: list[float] = []
+        self.finite = True
+
+    def run(self, runner: Runner, *, timed: bool) -> None:
+        elapsed, cpu, prepare_s, finite = runner.step(bf16=self.case.bf16)
+        if not finite:
+            print(f"  WARNING {self.case.label}: non-finite loss at step {runner.steps_done - 1}", flush=True)
+            self.finite = False
+        if timed:
+            self.times.append(elapsed)
+            self.cpu_times.append(cpu)
+            if runner.prepare is not None:
+                self.prepare_times.append(prepare_s)
+        kind = "timed" if timed else "warm-up"
+        print(f"  {self.case.label}: {kind} step, {elapsed:.2f} s wall, {cpu:.2f} s CPU", flush=True)
+
+    def result(self) -> Result:
+        prepare_s = statistics.median(self.prepare_times) if self.prepare_times else 0.0
+        return Result(
+            case=self.case,
+            times=self.times,
+            cpu_times=self.cpu_times,
+            prepare_s=prepare_s,
+            audio_seconds=self.audio_seconds,
+            finite=self.finite,
+        )
+
+
+def run_family(
+    cases: list[Case], batch: Batch, steps: int, warmup: int, bf16_steps: int, bf16_warmup: int, *, profile: bool
+) -> list[Result]:
+    """Build every implementation of a family, then step them in turns (the first to go rotates each round), so
+    that load from other processes falls on all of them alike; then ours under bf16 autocast, if asked."""
+    runners = [Runner(case, batch) for case in cases if not case.bf16]
+    recorders = [Recorder(runner.case, batch.audio_seconds) for runner in runners]
+    for step in range(warmup + steps):
+        shift = step % len(runners)
+        for runner, recorder in zip(runners[shift:] + runners[:shift], recorders[shift:] + recorders[:shift]):
+            recorder.run(runner, timed=step >= warmup)
+    for case in (c for c in cases if c.bf16):
+        runner = next(r for r in runners if r.case == replace(case, bf16=False))
+        recorder = Recorder(case, batch.audio_seconds)
+        for step in range(bf16_warmup + bf16_steps):
+            recorder.run(runner, timed=step >= bf16_warmup)
+        recorders.append(recorder)
+    if profile:
+        for runner in runners:
+            runner.profile()
+    results = [recorder.result() for recorder in recorders]
+    del runners
+    gc.collect()
+    return results
+
+
+# --- report -----------------------------------------------------------------------------------------------
+
+
+def cpu_info() -> tuple[str, set[str]]:
+    name, flags = platform.processor() or "unknown", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and name in ("unknown", "x86_64", ""):
+                    name = value.strip()
+                elif key.strip() == "flags" and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    return name, flags
+
+
+def ratio_row(label: str, ours: Result | None, ref: Result | None, target: float, note: str = "") -> str | None:
+    if ours is None or ref is None:
+        return None
+    ratio = ours.throughput / ref.throughput
+    met = "yes" if ratio >= target else "no"
+    return f"| {label} | {ratio:.2f}x | >= {target:.1f}x{note} | {met} |"
+
+
+def report(results: list[Result], batch: Batch, threads: int, bf16_units: list[str]) -> None:
+    size = f"{batch.wave.shape[0]} x {batch.wave.shape[1] / SAMPLE_RATE:g} s"
+    print(f"\n## One training step, BASE, batch {size}, {threads} threads\n")
+    print("| family / implementation | fastest step (s) | median step (s) | CPU s per step | audio-s per s |")
+    print("|---|---:|---:|---:|---:|")
+    for r in results:
+        median, cpu = statistics.median(r.times), statistics.median(r.cpu_times)
+        label = r.case.label + ("" if r.finite else " (non-finite loss)")
+        print(f"| {label} | {r.step_s:.2f} | {median:.2f} | {cpu:.2f} | {r.throughput:.2f} |")
+
+    by = {(r.case.family, r.case.impl, r.case.bf16): r for r in results}
+    bf16_note = f" (bf16 units: {', '.join(bf16_units) or 'none on this CPU'})"
+    rows = [
+        ratio_row("wav2vec2: ours / transformers", by.get(("wav2vec2", "ours", False)),
+                  by.get(("wav2vec2", "transformers", False)), TARGET_VS_TRANSFORMERS),
+        ratio_row("hubert: ours / torchaudio", by.get(("hubert", "ours", False)),
+                  by.get(("hubert", "torchaudio", False)), TARGET_VS_TORCHAUDIO),
+        ratio_row("hubert: ours / transformers (HubertModel + our head)", by.get(("hubert", "ours", False)),
+                  by.get(("hubert", "transformers", False)), TARGET_VS_TRANSFORMERS),
+        ratio_row("trunk: ours / torchaudio", by.get(("trunk", "ours", False)),
+                  by.get(("trunk", "torchaudio", False)), TARGET_VS_TORCHAUDIO),
+        ratio_row("trunk: ours / transformers", by.get(("trunk", "ours", False)),
+                  by.get(("trunk", "transformers", False)), TARGET_VS_TRANSFORMERS),
+        ratio_row("wav2vec2: ours bf16 / ours fp32", by.get(("wav2vec2", "ours", True)),
+                  by.get(("wav2vec2", "ours", False)), TARGET_BF16, bf16_note),
+        ratio_row("hubert: ours bf16 / ours fp32", by.get(("hubert", "ours", True)),
+                  by.get(("hubert", "ours", False)), TARGET_BF16, bf16_note),
+    ]  # fmt: skip
+    print("\n| throughput ratio | value | target | met |")
+    print("|---|---:|---|---|")
+    for row in rows:
+        if row is not None:
+            print(row)
+    if any(r.prepare_s for r in results):
+        print("\nNot in the timed step (transformers draws masks and negatives in its data collator, with numpy):")
+        for r in results:
+            if r.prepare_s:
+                print(f"- {r.case.label}: {r.prepare_s * 1000:.1f} ms per step")
+    print(f"\nLoad average (1, 5, 15 min) at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    print("\nwav2vec2 / torchaudio: no row, torchaudio has no wav2vec 2.0 pretraining head; the trunk rows compare it.")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch", type=int, default=2, help="utterances per batch")
+    parser.add_argument("--seconds", type=float, default=4.0, help="seconds per utterance (all full length)")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per implementation")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    parser.add_argument(
+        "--only", choices=("wav2vec2", "hubert", "trunk"), help="one family (wav2vec2 includes the trunk rows)"
+    )
+    parser.add_argument("--skip-bf16", action="store_true", help="no bf16 autocast rows")
+    parser.add_argument(
+        "--bf16-steps",
+        type=int,
+        help="timed bf16 steps (default: --steps on a CPU with bf16 units; else 1 after 1 warm-up, being very slow)",
+    )
+    parser.add_argument("--skip-trunk", action="store_true", help="no encoder-only rows")
+    parser.add_argument("--no-lengths", action="store_true", help="pass no lengths / attention masks to any model")
+    parser.add_argument("--profile", action="store_true", help="profile one extra step per row (top 10 ops)")
+    args = parser.parse_args(argv)
+    if args.steps < 1 or args.warmup < 0 or args.batch < 1 or args.seconds <= 0:
+        raise ValueError("need --steps >= 1, --warmup >= 0, --batch >= 1, --seconds > 0")
+
+    torch.set_num_threads(args.threads)
+    import torchaudio
+    import transformers
+
+    name, flags = cpu_info()
+    bf16_units = sorted(f for f in BF16_FLAGS if f in flags)
+    print(f"torch {torch.__version__}, torchaudio {torchaudio.__version__}, transformers {transformers.__version__}")
+    units = ", ".join(bf16_units) or "none (no amx_bf16 / avx512_bf16 flag)"
+    isa = torch.backends.cpu.get_cpu_capability()
+    print(f"CPU: {name}; ISA: {isa}; bf16 matrix units: {units}; threads: {torch.get_num_threads()}")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"load average (1, 5, 15 min) at the start: {load} (other processes make wall times noisy)")
+    print(f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}")
+
+    generator = torch.Generator().manual_seed(0)
+    samples = round(args.seconds * SAMPLE_RATE)
+    wave = 0.1 * torch.randn(args.batch, samples, generator=generator)
+    lengths = None if args.no_lengths else torch.full((args.batch,), samples, dtype=torch.long)
+    frames = int(Encoder(EncoderConfig(num_layers=1)).extractor.output_lengths(torch.tensor([samples]))[0])
+    labels = torch.randint(0, NUM_CLASSES, (args.batch, frames), generator=generator)
+    batch = Batch(wave=wave, lengths=lengths, labels=labels, frames=frames)
+    print(
+        f"batch: {args.batch} x {samples} samples ({batch.audio_seconds:g} audio-s), {frames} frames; "
+        f"lengths passed: {lengths is not None}; {args.warmup} warm-up + {args.steps} timed steps\n"
+    )
+
+    if args.bf16_steps is None:  # without bf16 units a bf16 step is an order of magnitude slower: time fewer
+        bf16_steps, bf16_warmup = (args.steps, args.warmup) if bf16_units else (1, min(args.warmup, 1))
+    else:
+        bf16_steps, bf16_warmup = args.bf16_steps, args.warmup
+    families: list[list[Case]] = []
+    if args.only in (None, "wav2vec2"):
+        families.append(
+            [
+                Case("wav2vec2", "ours", build_ours_wav2vec2),
+                Case("wav2vec2", "transformers", build_transformers_wav2vec2),
+            ]
+        )
+    if args.only in (None, "hubert"):
+        families.append(
+            [
+                Case("hubert", "ours", build_ours_hubert),
+                Case("hubert", "torchaudio", build_torchaudio_hubert),
+                Case("hubert", "transformers", build_transformers_hubert),
+            ]
+        )
+    if args.only in (None, "wav2vec2", "trunk") and not args.skip_trunk:
+        families.append(
+            [
+                Case("trunk", "ours", build_ours_trunk),
+                Case("trunk", "torchaudio", build_torchaudio_trunk),
+                Case("trunk", "transformers", build_transformers_trunk),
+            ]
+        )
+    results: list[Result] = []
+    for cases in families:
+        if not args.skip_bf16 and cases[0].family != "trunk":
+            cases = cases + [replace(cases[0], bf16=True)]  # cases[0] is ours
+        results += run_family(cases, batch, args.steps, args.warmup, bf16_steps, bf16_warmup, profile=args.profile)
+    report(results, batch, torch.get_num_threads(), bf16_units)
+
+
+if __name__ == "__main__":
+    main()
