@@ -67,10 +67,26 @@ class KMeansResult:
         return int(((self.counts > 0) & (self.counts < TINY_CLUSTER_FRACTION * self.counts.mean())).sum())
 
 
+def kmeans_plusplus(points: np.ndarray, k: int, *, sample: int = 5000, seed: int = 0) -> np.ndarray:
+    """k-means++ seeding (Arthur & Vassilvitskii) on a random subsample of `sample` points: (k, D) centres."""
+    rng = np.random.default_rng(seed)
+    pool = points if len(points) <= max(sample, k) else points[rng.choice(len(points), sample, replace=False)]
+    centres = np.empty((k, points.shape[1]), np.float32)
+    centres[0] = pool[rng.integers(len(pool))]
+    nearest = ((pool - centres[0]) ** 2).sum(axis=1)  # squared distance to the closest centre so far
+    for i in range(1, k):
+        total = nearest.sum()
+        pick = rng.choice(len(pool), p=nearest / total) if total > 0 else rng.integers(len(pool))
+        centres[i] = pool[pick]
+        nearest = np.minimum(nearest, ((pool - centres[i]) ** 2).sum(axis=1))
+    return centres
+
+
 def fit_kmeans(
     points: np.ndarray, k: int, *, iterations: int = 50, restarts: int = 1, seed: int = 0, threads: int | None = None
 ) -> KMeansResult:
-    """faiss k-means on `points` (N, D) float32; faiss's GPU k-means when a GPU build and a GPU are present."""
+    """faiss k-means on `points` (N, D) float32, seeded with k-means++; with `restarts`, the run with the lowest
+    training inertia wins. faiss's GPU k-means when a GPU build and a GPU are present."""
     if points.ndim != 2 or len(points) == 0:
         raise ValueError(f"expected (N, D) points, got shape {points.shape}")
     if len(points) < k:
@@ -81,17 +97,24 @@ def fit_kmeans(
         faiss.omp_set_num_threads(threads)
     points = np.ascontiguousarray(points, dtype=np.float32)
     use_gpu = hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0
-    kmeans = faiss.Kmeans(
-        points.shape[1], k, niter=iterations, nredo=restarts, seed=seed, verbose=False, gpu=use_gpu,
-        max_points_per_centroid=len(points) // k + 1,  # use every sampled point: sampling happened upstream
-    )  # fmt: skip
-    kmeans.train(points)
-    distances, labels = kmeans.index.search(points, 1)
-    return KMeansResult(
-        centroids=kmeans.centroids.copy(),
-        inertia=float(distances.sum()),
-        counts=np.bincount(labels[:, 0], minlength=k),
-    )
+    best: KMeansResult | None = None
+    for run in range(max(restarts, 1)):
+        kmeans = faiss.Kmeans(
+            points.shape[1], k, niter=iterations, seed=seed + run, verbose=False, gpu=use_gpu,
+            max_points_per_centroid=len(points) // k + 1,  # use every sampled point: sampling happened upstream
+        )  # fmt: skip
+        # faiss starts from k random points; k-means++ seeding avoids most of its bad local optima.
+        kmeans.train(points, init_centroids=kmeans_plusplus(points, k, seed=seed + run))
+        distances, labels = kmeans.index.search(points, 1)
+        result = KMeansResult(
+            centroids=kmeans.centroids.copy(),
+            inertia=float(distances.sum()),
+            counts=np.bincount(labels[:, 0], minlength=k),
+        )
+        if best is None or result.inertia < best.inertia:
+            best = result
+    assert best is not None
+    return best
 
 
 def save_kmeans(path: str | Path, result: KMeansResult, features: FeatureSet) -> None:

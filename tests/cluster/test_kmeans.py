@@ -185,10 +185,6 @@ def test_fit_recovers_well_separated_blobs_and_reports_inertia_and_usage():
     assert (result.empty, result.tiny) == (0, 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="faiss.Kmeans seeds with k random points (no k-means++); one run sticks in a local optimum on blobs",
-)
 def test_fit_with_default_settings_recovers_well_separated_blobs():
     """What k-means++ seeding (fairseq's MiniBatchKMeans, sklearn's KMeans) does with a single initialisation."""
     k = 10
