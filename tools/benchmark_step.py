@@ -1,7 +1,8 @@
 """Training-step benchmark: our BASE wav2vec 2.0 and HuBERT against torchaudio's and transformers'.
 
     python tools/benchmark_step.py [--batch 2] [--seconds 4] [--steps 5] [--warmup 2] [--threads 2]
-                                   [--only wav2vec2|hubert] [--skip-bf16] [--no-lengths] [--profile]
+                                   [--only wav2vec2|hubert|trunk] [--skip-bf16] [--bf16-steps N]
+                                   [--skip-trunk] [--no-lengths] [--profile]
 
 One step = zero_grad + forward + loss + backward + AdamW step, fp32 on the CPU, in this process, on the same
 random batch. Every implementation gets the BASE dropouts (0.1 residual, attention, input projection; 0.0
@@ -26,8 +27,9 @@ Rows (what each measures):
   and unmasked frames (501 columns, target first); loss = CE(logit_m, 0) summed + 10 * penalty * masked
   frames (torchaudio's example hubert_loss with unmasked weight 0, its term left out as fairseq does).
 - hubert / transformers: HubertModel + this script's head, built like ours (Linear 768 -> 256, 500 label
-  embeddings, cosine / 0.1, CE on masked frames, feature penalty and grad mult 0.1 through a hook on its
-  conv extractor). transformers has no HuBERT pretraining head. Masks drawn outside the timed step.
+  embeddings, cosine / 0.1 as a matmul of unit vectors, CE on masked frames, feature penalty and grad mult
+  0.1 through a hook on its conv extractor). transformers has no HuBERT pretraining head. Masks drawn outside
+  the timed step.
 - trunk / each: encoder only (conv extractor, projection, transformer; no masking, no head, no grad mult),
   loss = mean square of the last hidden state. The one like-for-like row for all three implementations.
 - bf16 rows: ours under torch.autocast("cpu", dtype=torch.bfloat16); losses stay fp32 inside the models.
@@ -70,6 +72,7 @@ PENALTY_WEIGHT = 10.0
 # collapses wav2vec 2.0's codebook within a few steps, and a diverged model is not the step we want to time.
 LEARNING_RATE = 1e-5
 LOGIT_TEMP = 0.1
+COSINE_EPS = 1e-8  # as torch.cosine_similarity
 FINAL_DIM = 256
 # Throughput targets (printed, not enforced): ours over each reference, and bf16 over fp32.
 TARGET_VS_TRANSFORMERS = 1.3
@@ -243,7 +246,9 @@ class TransformersHubertPretraining(nn.Module):
     def forward(self, wave: Tensor, mask_in: Tensor | None, mask: Tensor, labels: Tensor) -> Tensor:
         hidden = self.encoder(wave, attention_mask=mask_in, mask_time_indices=mask).last_hidden_state  # (B, T, D)
         picked = self.final_proj(hidden[mask])  # (N, F)
-        logits = torch.cosine_similarity(picked[:, None, :], self.label_embeddings[None], dim=-1) / LOGIT_TEMP
+        unit_picked = nn.functional.normalize(picked, dim=-1, eps=COSINE_EPS)  # as ours: a matmul of unit vectors
+        unit_table = nn.functional.normalize(self.label_embeddings, dim=-1, eps=COSINE_EPS)
+        logits = unit_picked @ unit_table.T / LOGIT_TEMP  # (N, classes)
         count = picked.shape[0]
         total = nn.functional.cross_entropy(logits, labels[mask], reduction="sum")
         assert self.penalty is not None

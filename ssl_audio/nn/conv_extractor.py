@@ -47,6 +47,9 @@ class ConvBlock(nn.Module):
         super().__init__()
         channels, self.kernel, self.stride = layer
         self.conv = nn.Conv1d(in_channels, channels, self.kernel, stride=self.stride, bias=bias)
+        # fairseq's init: PyTorch's default shrinks the signal ~3x per layer, and after 7 layers the features
+        # are ~1e-7 in mean square; LayerNorm then amplifies noise and training cannot start.
+        nn.init.kaiming_normal_(self.conv.weight)
         self.norm = norm
 
     def forward(self, x: Tensor) -> Tensor:  # (B, Cin, S) -> (B, C, T)

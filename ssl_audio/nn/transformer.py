@@ -6,6 +6,7 @@ Shapes: B batch, T frames, D model width, H heads.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -23,6 +24,8 @@ class ConvPositionalEmbedding(nn.Module):
     def __init__(self, dim: int, kernel: int = 128, groups: int = 16) -> None:
         super().__init__()
         conv = nn.Conv1d(dim, dim, kernel, padding=kernel // 2, groups=groups)
+        nn.init.normal_(conv.weight, mean=0.0, std=math.sqrt(4.0 / (kernel * dim)))  # fairseq's init
+        nn.init.zeros_(conv.bias)
         self.conv = nn.utils.parametrizations.weight_norm(conv, name="weight", dim=2)
         self.trim = 1 if kernel % 2 == 0 else 0
 
@@ -91,6 +94,11 @@ class TransformerEncoder(nn.Module):
         self.pre_ln, self.layerdrop = pre_ln, layerdrop
         self.dropout = nn.Dropout(dropout)
         self.relative_bias = relative_bias
+        for module in [*self.layers.modules(), *(relative_bias.modules() if relative_bias is not None else [])]:
+            if isinstance(module, (nn.Linear, nn.Embedding)):  # fairseq's init_bert_params: N(0, 0.02), zero bias
+                nn.init.normal_(module.weight, mean=0.0, std=0.02)
+                if getattr(module, "bias", None) is not None:
+                    nn.init.zeros_(module.bias)
 
     def kept_layers(self, layerdrop_seed: int | None) -> list[bool]:
         """Which layers run. Seeding with the update step drops the same layers on every DDP rank."""
