@@ -69,8 +69,8 @@ LABEL_RATE = 50.0  # Hz
 DROPOUT = 0.1  # BASE residual / attention / input-projection dropout (fairseq, torchaudio, transformers)
 FEATURE_GRAD_MULT = 0.1
 PENALTY_WEIGHT = 10.0
-# AdamW as in the BASE recipes, at a warm-up-sized learning rate: the peak 5e-4 from step 0 on random noise
-# collapses wav2vec 2.0's codebook within a few steps, and a diverged model is not the step we want to time.
+# AdamW as in the BASE recipes, at a warm-up-sized learning rate: the step time does not depend on it, and a
+# model driven to divergence on random noise (the peak 5e-4 from step 0) is not the step we want to time.
 LEARNING_RATE = 1e-5
 LOGIT_TEMP = 0.1
 COSINE_EPS = 1e-8  # as torch.cosine_similarity

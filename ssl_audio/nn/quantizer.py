@@ -68,7 +68,8 @@ def _perplexity(probs: Tensor, valid: Tensor) -> Tensor:
     """
     probs = probs.masked_fill(~valid[:, :, None, None], 0.0)  # padded frames count for nothing, even if NaN
     mean = probs.sum(dim=(0, 1)) / valid.sum().clamp(min=1)  # (G, V)
-    entropy = -torch.special.xlogy(mean, mean).sum(dim=-1)  # (G,)
+    # log of a floor instead of 0: the same value (0 * log = 0), but a finite gradient where a mean underflows
+    entropy = -torch.special.xlogy(mean, mean.clamp(min=torch.finfo(mean.dtype).tiny)).sum(dim=-1)  # (G,)
     return entropy.exp().sum()
 
 
