@@ -63,6 +63,7 @@ from ssl_audio.models.encoder import Encoder, EncoderConfig
 from ssl_audio.models.hubert import Hubert, hubert_base
 from ssl_audio.models.wav2vec2 import Wav2Vec2, wav2vec2_base
 from ssl_audio.nn.conv_extractor import scale_grad
+from ssl_audio.train.hardware import bf16_units
 
 NUM_CLASSES = 500  # HuBERT iteration 2
 LABEL_RATE = 50.0  # Hz
@@ -79,7 +80,6 @@ FINAL_DIM = 256
 TARGET_VS_TRANSFORMERS = 1.3
 TARGET_VS_TORCHAUDIO = 1.2
 TARGET_BF16 = 2.0
-BF16_FLAGS = ("amx_bf16", "amx_tile", "avx512_bf16")
 
 
 @dataclass(frozen=True)
@@ -443,19 +443,17 @@ def run_family(
 # --- report -----------------------------------------------------------------------------------------------
 
 
-def cpu_info() -> tuple[str, set[str]]:
-    name, flags = platform.processor() or "unknown", set()
+def cpu_name() -> str:
+    name = platform.processor() or "unknown"
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 key, _, value = line.partition(":")
                 if key.strip() == "model name" and name in ("unknown", "x86_64", ""):
-                    name = value.strip()
-                elif key.strip() == "flags" and not flags:
-                    flags = set(value.split())
+                    return value.strip()
     except OSError:
         pass
-    return name, flags
+    return name
 
 
 def ratio_row(label: str, ours: Result | None, ref: Result | None, target: float, note: str = "") -> str | None:
@@ -466,7 +464,7 @@ def ratio_row(label: str, ours: Result | None, ref: Result | None, target: float
     return f"| {label} | {ratio:.2f}x | {cpu_ratio:.2f}x | >= {target:.1f}x{note} | {met} |"
 
 
-def report(results: list[Result], batch: Batch, threads: int, bf16_units: list[str]) -> None:
+def report(results: list[Result], batch: Batch, threads: int, units_found: list[str]) -> None:
     size = f"{batch.wave.shape[0]} x {batch.wave.shape[1] / SAMPLE_RATE:g} s"
     print(f"\n## One training step, BASE, batch {size}, {threads} threads\n")
     print("| family / implementation | median step (s) | fastest step (s) | CPU s per step | audio-s per s |")
@@ -476,7 +474,7 @@ def report(results: list[Result], batch: Batch, threads: int, bf16_units: list[s
         print(f"| {label} | {r.step_s:.2f} | {min(r.times):.2f} | {r.cpu_s:.2f} | {r.throughput:.2f} |")
 
     by = {(r.case.family, r.case.impl, r.case.bf16): r for r in results}
-    bf16_note = f" (bf16 units: {', '.join(bf16_units) or 'none on this CPU'})"
+    bf16_note = f" (bf16 units: {', '.join(units_found) or 'none on this CPU'})"
     rows = [
         ratio_row("wav2vec2: ours / transformers", by.get(("wav2vec2", "ours", False)),
                   by.get(("wav2vec2", "transformers", False)), TARGET_VS_TRANSFORMERS),
@@ -534,10 +532,9 @@ def main(argv: list[str] | None = None) -> None:
     import torchaudio
     import transformers
 
-    name, flags = cpu_info()
-    bf16_units = sorted(f for f in BF16_FLAGS if f in flags)
+    name, units_found = cpu_name(), bf16_units()
     print(f"torch {torch.__version__}, torchaudio {torchaudio.__version__}, transformers {transformers.__version__}")
-    units = ", ".join(bf16_units) or "none (no amx_bf16 / avx512_bf16 flag)"
+    units = ", ".join(units_found) or "none (no amx_bf16 / avx512_bf16 flag)"
     isa = torch.backends.cpu.get_cpu_capability()
     print(f"CPU: {name}; ISA: {isa}; bf16 matrix units: {units}; threads: {torch.get_num_threads()}")
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
@@ -557,7 +554,7 @@ def main(argv: list[str] | None = None) -> None:
     )
 
     if args.bf16_steps is None:  # without bf16 units a bf16 step is an order of magnitude slower: time fewer
-        bf16_steps, bf16_warmup = (args.steps, args.warmup) if bf16_units else (1, min(args.warmup, 1))
+        bf16_steps, bf16_warmup = (args.steps, args.warmup) if units_found else (1, min(args.warmup, 1))
     else:
         bf16_steps, bf16_warmup = args.bf16_steps, args.warmup
     families: list[list[Case]] = []
@@ -589,7 +586,7 @@ def main(argv: list[str] | None = None) -> None:
         if not args.skip_bf16 and cases[0].family != "trunk":
             cases = cases + [replace(cases[0], bf16=True)]  # cases[0] is ours
         results += run_family(cases, batch, args.steps, args.warmup, bf16_steps, bf16_warmup, profile=args.profile)
-    report(results, batch, torch.get_num_threads(), bf16_units)
+    report(results, batch, torch.get_num_threads(), units_found)
 
 
 if __name__ == "__main__":

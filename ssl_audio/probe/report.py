@@ -144,16 +144,21 @@ def compare_runs(runs: list[str | Path]) -> str:
     one table can hold several tasks per model.
     """
     results = [load_results(run) for run in runs]
-    names = [Path(run).name if Path(run).is_dir() else Path(run).parent.name for run in runs]
+    folders = [Path(run) if Path(run).is_dir() else Path(run).parent for run in runs]
+    names = [folder.name for folder in folders]
+    # rows are named by task, or by the folder above each run where those differ (clean and noisy test sets)
+    groups = [folder.parent.name for folder in folders]
+    by_group = len(set(groups)) > 1
     columns = list(dict.fromkeys(names))
     merged: dict[str, dict[str, set[str]]] = {c: {"featurizer": set(), "probe": set()} for c in columns}
     values: dict[str, list[float | None]] = {}
-    for name, r in zip(names, results):
+    for name, group, r in zip(names, groups, results):
         column = columns.index(name)
         merged[name]["featurizer"].add(_short(r["featurizer"]))
         merged[name]["probe"].add(f"{r['task']}: {r['probe']}")
+        row = f"{group}: {r['task']}" if by_group else r["task"]
         for metric, value in r["metrics"].items():
-            values.setdefault(f"{r['task']} {metric}", [None] * len(columns))[column] = value
+            values.setdefault(f"{row} {metric}", [None] * len(columns))[column] = value
     rows: dict[str, list[str]] = {
         key: [", ".join(sorted(merged[c][key])) for c in columns] for key in ("featurizer", "probe")
     }

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -35,6 +36,7 @@ from ssl_audio.train.families import (
     forward_batch,
     masked_accuracy,
 )
+from ssl_audio.train.hardware import bf16_units
 from ssl_audio.train.rng import capture_rng, restore_rng, seed_everything
 from ssl_audio.train.schedule import lr_multiplier
 from ssl_audio.train.telemetry import Telemetry
@@ -105,6 +107,12 @@ def train(cfg: Config, *, resume: str | None = None) -> TrainResult:
     ddp = DistributedDataParallelKwargs(find_unused_parameters=family_cfg.encoder.layerdrop > 0)
     accelerator = Accelerator(mixed_precision=PRECISION[cfg.train.precision], cpu=cfg.train.cpu, kwargs_handlers=[ddp])
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
+    if cfg.train.precision == "bf16" and device.type == "cpu" and not bf16_units():
+        warnings.warn(
+            "train.precision=bf16 on a CPU without bf16 matrix units (no amx_bf16 / avx512_bf16 flag): autocast "
+            "is emulated there and ran 4-30x slower than fp32 in tools/benchmark_step.py; use train.precision=fp32",
+            stacklevel=2,
+        )
     run_dir = Path(cfg.run_dir)
 
     # Data: this process's share of the batches.

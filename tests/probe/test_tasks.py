@@ -199,6 +199,20 @@ def test_report_side_by_side_fills_missing_metrics(tmp_path: Path) -> None:
         compare_runs([tmp_path / "missing"])
 
 
+def test_report_names_rows_by_folder_when_one_task_has_two_test_sets(tmp_path: Path) -> None:
+    base = {"probe": "layer 0", "config": {}, "task": "classify"}
+    cells = {("keywords", "mfcc"): 0.9, ("keywords", "model"): 0.95, ("keywords_noisy", "mfcc"): 0.5,
+             ("keywords_noisy", "model"): 0.25}  # fmt: skip
+    for (group, name), accuracy in cells.items():
+        (tmp_path / group / name).mkdir(parents=True)
+        result = {**base, "featurizer": name, "metrics": {"accuracy": accuracy}}
+        (tmp_path / group / name / "results.json").write_text(json.dumps(result))
+    table = compare_runs([tmp_path / group / name for group, name in cells]).splitlines()
+    assert table[0] == "|  | mfcc | model |"
+    assert "| keywords: classify accuracy | 0.9000 | **0.9500** |" in table
+    assert "| keywords_noisy: classify accuracy | **0.5000** | 0.2500 |" in table
+
+
 def test_plot_layers_draws_points(tmp_path: Path) -> None:
     path = plot_layers(tmp_path / "p.png", [0, 1, 2, 3], [0.2, 0.8, 0.6, 0.6], title="t", ylabel="accuracy")
     image = Image.open(path).convert("RGB")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -50,3 +51,15 @@ def test_resumed_loader_yields_the_rest_of_the_epoch(corpus: Path, workers: int)
     rest = [batch.indices.tolist() for batch in resumed]
     assert rest == full[3:]
     assert resumed.state_dict()["position"] == len(full)
+
+
+@pytest.mark.parametrize("units, warns", [([], True), (["amx_bf16"], False)])
+def test_bf16_on_a_cpu_without_bf16_units_warns(
+    corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, units: list[str], warns: bool
+) -> None:
+    monkeypatch.setattr("ssl_audio.train.loop.bf16_units", lambda: units)
+    overrides = wav2vec2_overrides(corpus, tmp_path, "train.max_updates=1", "train.precision=bf16")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(config(overrides))
+    assert any("without bf16 matrix units" in str(w.message) for w in caught) == warns
