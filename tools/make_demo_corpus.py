@@ -2,15 +2,18 @@
 
 python tools/make_demo_corpus.py --out data/demo             # ~1 h unlabeled + labelled sets
 python tools/make_demo_corpus.py --out /tmp/tiny --tiny      # a few dozen files, for tests
+python tools/make_demo_corpus.py --out data/demo --noisy-only  # add keywords_test_noisy.tsv to an existing corpus
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import time
+from pathlib import Path
 
-from ssl_audio.demo.corpus import CorpusConfig, build_corpus, tiny_config
+from ssl_audio.demo.corpus import CorpusConfig, add_noisy_keywords, build_corpus, tiny_config
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -21,7 +24,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=2, help="worker processes")
     parser.add_argument("--hours", type=float, default=None, help="target hours of unlabeled audio")
     parser.add_argument("--overwrite", action="store_true", help="replace a corpus already in --out")
+    parser.add_argument(
+        "--noisy-only", action="store_true", help="only (re)write keywords_test_noisy.tsv of the corpus in --out"
+    )
     args = parser.parse_args(argv)
+    if args.noisy_only:
+        add_noisy(parser, Path(args.out))
+        return
 
     config = tiny_config(args.seed) if args.tiny else CorpusConfig(seed=args.seed)
     start = time.perf_counter()
@@ -37,6 +46,20 @@ def main(argv: list[str] | None = None) -> None:
     print(f"wrote {args.out}: {sum(summary.files.values())} files ({files})")
     print(f"audio {summary.hours:.2f} h ({minutes}); speakers {summary.speakers}; {len(summary.phones)} phone labels")
     print(f"built in {elapsed:.1f} s with {args.workers} workers")
+
+
+def add_noisy(parser: argparse.ArgumentParser, out: Path) -> None:
+    """The noisy keyword test set of an existing corpus, seeded by its corpus.json (as a full build would)."""
+    info = out / "corpus.json"
+    if not info.is_file():
+        parser.error(f"{info}: not found; --noisy-only needs a corpus built by this tool")
+    start = time.perf_counter()
+    try:
+        table = add_noisy_keywords(out, seed=int(json.loads(info.read_text())["seed"]))
+    except ValueError as err:  # a missing audio file or a bad table: named in the message
+        parser.error(str(err))
+    rows = len(table.read_text(encoding="utf-8").splitlines()) - 1
+    print(f"wrote {table} ({rows} noisy keyword files) in {time.perf_counter() - start:.1f} s")
 
 
 if __name__ == "__main__":

@@ -4,9 +4,9 @@
 
 Writes DIR/audio/{colour}_{i:03d}.wav (16-bit PCM) and DIR/train.tsv (every clip; valid.tsv is empty), so
 `mixing.noise_manifest: DIR` works. `--seconds` is the total over all clips, split evenly; colours take turns.
-A colour's power spectrum falls as 1/f^exponent: white 0, pink 1, brown 2. Each clip is white Gaussian
-noise shaped in the frequency domain (amplitude times f^(-exponent / 2), DC removed), then scaled to
-CLIP_RMS_DBFS. Real recordings (MUSAN, DNS) are the better choice for training; these are for tests and demos.
+A colour's power spectrum falls as 1/f^exponent: white 0, pink 1, brown 2 (see ssl_audio/demo/coloured_noise.py);
+every clip's RMS is CLIP_RMS_DBFS. Real recordings (MUSAN, DNS) are the better choice for training; these are for
+tests and demos.
 """
 
 from __future__ import annotations
@@ -19,21 +19,10 @@ import soundfile as sf
 
 from ssl_audio.audio import MIN_SAMPLES, SAMPLE_RATE
 from ssl_audio.data.manifest import build_manifests
+from ssl_audio.demo.coloured_noise import CLIP_RMS_DBFS, COLOURS, coloured_noise
 
-COLOURS = {"white": 0.0, "pink": 1.0, "brown": 2.0}  # power spectral density ~ 1 / f^exponent
-CLIP_RMS_DBFS = -25.0  # dBFS: every clip's RMS; peaks of Gaussian noise stay ~14 dB above, far from clipping
-
-
-def coloured_noise(num_samples: int, exponent: float, rng: np.random.Generator) -> np.ndarray:
-    """(S,) float32 noise whose power spectrum is proportional to 1 / f^exponent, RMS CLIP_RMS_DBFS, no DC."""
-    white = rng.standard_normal(num_samples)
-    spectrum = np.fft.rfft(white)  # (S // 2 + 1,)
-    freqs = np.fft.rfftfreq(num_samples, d=1.0 / SAMPLE_RATE)  # Hz
-    gain = np.zeros_like(freqs)
-    gain[1:] = freqs[1:] ** (-exponent / 2)  # amplitude: half the power exponent; DC (f = 0) dropped
-    shaped = np.fft.irfft(spectrum * gain, n=num_samples)
-    rms = np.sqrt(np.mean(shaped**2))
-    return (shaped * (10 ** (CLIP_RMS_DBFS / 20) / rms)).astype(np.float32)
+# The noise itself lives in ssl_audio.demo.coloured_noise; its names stay importable from here.
+__all__ = ["CLIP_RMS_DBFS", "COLOURS", "coloured_noise", "write_noise", "main"]
 
 
 def write_noise(out: Path, *, seconds: float, clips: int, seed: int) -> dict:

@@ -1,44 +1,85 @@
 #!/usr/bin/env bash
 # The main job on a fresh machine: set up, build the demo corpus, pretrain a tiny HuBERT for two iterations,
-# then probe random init, MFCC and both iterations on keywords, speakers and transcription.
+# then probe random init, MFCC and both iterations on keywords (clean and noisy), speakers and transcription.
+#   bash tools/quickstart.sh                      # HuBERT (the default)
+#   bash tools/quickstart.sh --family wav2vec2    # or wavlm, or several: --family hubert,wavlm / --family all
 # Re-running skips what is done (corpus, clustering stages, finished training, cached probe features).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+families=hubert
+while [ $# -gt 0 ]; do
+  case $1 in
+    --family) families=${2:?--family needs hubert, wav2vec2, wavlm or all}; shift 2 ;;
+    --family=*) families=${1#--family=}; shift ;;
+    *) echo "usage: bash tools/quickstart.sh [--family hubert|wav2vec2|wavlm|all (comma-separated)]" >&2; exit 2 ;;
+  esac
+done
+[ "$families" = all ] && families=hubert,wav2vec2,wavlm
+for family in ${families//,/ }; do
+  case $family in hubert|wav2vec2|wavlm) ;; *) echo "unknown family '$family'" >&2; exit 2 ;; esac
+done
+
 source tools/setup_env.sh
 
 demo=data/demo
 if [ ! -f "$demo/corpus.json" ]; then
   python tools/make_demo_corpus.py --out "$demo"
 fi
+if [ ! -f "$demo/keywords_test_noisy.tsv" ]; then  # corpora built before the noisy copy existed
+  python tools/make_demo_corpus.py --out "$demo" --noisy-only
+fi
 if [ ! -f "$demo/manifest/train.tsv" ]; then
   ssl-audio manifest "$demo/audio/unlabeled" --out "$demo/manifest" --valid-fraction 0.05
 fi
 ssl-audio data-pass recipes/demo_data.yaml
 
-# HuBERT: iteration 1 learns k-means labels of MFCCs, iteration 2 those of its own layer 3.
-ssl-audio hubert-iterate recipes/tiny_hubert.yaml
-run=checkpoints/tiny_hubert
-newest() { ls -d "$1"/step_* | sort | tail -n 1; }
-iter1=$(newest "$run/iter1/model")
-iter2=$(newest "$run/iter2/model")
-
 probes=runs/quickstart_probes
 cache="$probes/cache"
+newest() { ls -d "$1"/step_* | sort | tail -n 1; }
 probe_all() {  # name, then the featurizer arguments
   local name=$1; shift
   ssl-audio probe classify "$@" --train "$demo/keywords_train.tsv" --test "$demo/keywords_test.tsv" \
     --out "$probes/keywords/$name" --cache "$cache"
+  # the same head, trained on clean keywords, tested on the noisy copy (0-10 dB SNR)
+  ssl-audio probe classify "$@" --train "$demo/keywords_train.tsv" --test "$demo/keywords_test_noisy.tsv" \
+    --out "$probes/keywords_noisy/$name" --cache "$cache"
   ssl-audio probe verify "$@" --train "$demo/sentences_train.tsv" --test "$demo/sentences_test.tsv" \
     --out "$probes/speakers/$name" --cache "$cache"
   ssl-audio probe ctc "$@" --train "$demo/sentences_train.tsv" --test "$demo/sentences_test.tsv" \
     --out "$probes/transcripts/$name" --cache "$cache"
 }
-probe_all random --baseline random --checkpoint "$iter1"
+
+columns=()
+first=  # the first trained model: the random-init baseline takes its architecture
+for family in ${families//,/ }; do
+  case $family in
+    hubert)  # iteration 1 learns k-means labels of MFCCs, iteration 2 those of its own layer
+      ssl-audio hubert-iterate recipes/tiny_hubert.yaml
+      first=${first:-$(newest checkpoints/tiny_hubert/iter1/model)}
+      probe_all hubert_iter1 --checkpoint "$(newest checkpoints/tiny_hubert/iter1/model)"
+      probe_all hubert_iter2 --checkpoint "$(newest checkpoints/tiny_hubert/iter2/model)"
+      columns+=(hubert_iter1 hubert_iter2) ;;
+    wav2vec2)  # contrastive prediction of its own quantised latents
+      ssl-audio pretrain recipes/tiny_wav2vec2.yaml --resume auto
+      first=${first:-$(newest checkpoints/tiny_wav2vec2)}
+      probe_all wav2vec2 --checkpoint "$(newest checkpoints/tiny_wav2vec2)"
+      columns+=(wav2vec2) ;;
+    wavlm)  # HuBERT's two rounds with gated relative position bias and denoising mixtures (speech or noise)
+      [ -f data/noise/train.tsv ] || python tools/make_noise_manifest.py --out data/noise
+      ssl-audio hubert-iterate recipes/tiny_wavlm.yaml
+      first=${first:-$(newest checkpoints/tiny_wavlm/iter1/model)}
+      probe_all wavlm_iter1 --checkpoint "$(newest checkpoints/tiny_wavlm/iter1/model)"
+      probe_all wavlm_iter2 --checkpoint "$(newest checkpoints/tiny_wavlm/iter2/model)"
+      columns+=(wavlm_iter1 wavlm_iter2) ;;
+  esac
+done
+probe_all random --baseline random --checkpoint "$first"  # the same architecture, untrained
 probe_all mfcc --baseline mfcc
-probe_all hubert_iter1 --checkpoint "$iter1"
-probe_all hubert_iter2 --checkpoint "$iter2"
 
 echo
-echo "Probes on the demo corpus (keywords: accuracy; speakers: EER on unseen speakers; transcripts: CER):"
-ssl-audio probe-report "$probes"/{keywords,speakers,transcripts}/{random,mfcc,hubert_iter1,hubert_iter2} \
+echo "Probes on the demo corpus (keywords: accuracy, clean and at 0-10 dB SNR; speakers: EER on unseen speakers;"
+echo "transcripts: CER):"
+ssl-audio probe-report "$probes"/{keywords,keywords_noisy,speakers,transcripts}/{random,mfcc} \
+  $(for c in "${columns[@]}"; do echo "$probes"/{keywords,keywords_noisy,speakers,transcripts}/"$c"; done) \
   | tee "$probes/report.md"
