@@ -6,6 +6,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+from accelerate.state import AcceleratorState
 from train_helpers import config, wav2vec2_overrides
 
 from ssl_audio.data.loader import make_loader
@@ -59,7 +60,11 @@ def test_bf16_on_a_cpu_without_bf16_units_warns(
 ) -> None:
     monkeypatch.setattr("ssl_audio.train.loop.bf16_units", lambda: units)
     overrides = wav2vec2_overrides(corpus, tmp_path, "train.max_updates=1", "train.precision=bf16")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        train(config(overrides))
+    AcceleratorState._reset_state(reset_partial_state=True)  # accelerate keeps one precision per process
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            train(config(overrides))
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)  # the next in-process run picks its own
     assert any("without bf16 matrix units" in str(w.message) for w in caught) == warns
