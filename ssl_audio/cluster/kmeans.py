@@ -67,19 +67,40 @@ class KMeansResult:
         return int(((self.counts > 0) & (self.counts < TINY_CLUSTER_FRACTION * self.counts.mean())).sum())
 
 
-def kmeans_plusplus(points: np.ndarray, k: int, *, sample: int = 5000, seed: int = 0) -> np.ndarray:
-    """k-means++ seeding (Arthur & Vassilvitskii) on a random subsample of `sample` points: (k, D) centres."""
+def kmeans_plusplus(
+    points: np.ndarray, k: int, *, sample: int = 5000, trials: int | None = None, seed: int = 0
+) -> np.ndarray:
+    """Greedy k-means++ seeding on a random subsample of `sample` points (at least k): (k, D) centres.
+
+    Each step draws `trials` candidates (default 2 + ln k, as Arthur & Vassilvitskii and scikit-learn) with
+    probability proportional to the squared distance to the nearest centre so far, and keeps the one that
+    lowers the total most. On 200k x 768 frames, k = 500, greedy seeding then 25 Lloyd iterations reached a
+    held-out inertia 1 % below plain k-means++ then 50 (tools/benchmark_kmeans.py data).
+    """
     rng = np.random.default_rng(seed)
-    pool = points if len(points) <= max(sample, k) else points[rng.choice(len(points), sample, replace=False)]
-    centres = np.empty((k, points.shape[1]), np.float32)
-    centres[0] = pool[rng.integers(len(pool))]
-    nearest = ((pool - centres[0]) ** 2).sum(axis=1)  # squared distance to the closest centre so far
-    for i in range(1, k):
-        total = nearest.sum()
-        pick = rng.choice(len(pool), p=nearest / total) if total > 0 else rng.integers(len(pool))
-        centres[i] = pool[pick]
-        nearest = np.minimum(nearest, ((pool - centres[i]) ** 2).sum(axis=1))
-    return centres
+    size = max(sample, k)
+    pool = points if len(points) <= size else points[np.sort(rng.choice(len(points), size, replace=False))]
+    pool = np.asarray(pool, dtype=np.float32)
+    trials = trials or 2 + int(np.log(k))
+    squared = (pool**2).sum(axis=1)
+
+    def distances(rows: np.ndarray) -> np.ndarray:  # (R,) pool indices -> (R, N) squared distances
+        return np.maximum(squared[rows, None] - 2 * pool[rows] @ pool.T + squared[None, :], 0)
+
+    chosen = [int(rng.integers(len(pool)))]
+    nearest = distances(np.array(chosen))[0]  # squared distance to the closest centre so far
+    for _ in range(1, k):
+        cumulative = np.cumsum(nearest, dtype=np.float64)
+        if cumulative[-1] <= 0:  # every point is a centre already (duplicates): any point will do
+            candidates = rng.integers(len(pool), size=trials)
+        else:
+            candidates = np.searchsorted(cumulative, rng.random(trials) * cumulative[-1], side="right")
+            candidates = np.minimum(candidates, len(pool) - 1)
+        after = np.minimum(nearest[None, :], distances(candidates))  # (trials, N)
+        best = int(after.sum(axis=1, dtype=np.float64).argmin())
+        chosen.append(int(candidates[best]))
+        nearest = after[best]
+    return pool[chosen].copy()
 
 
 def fit_kmeans(

@@ -24,6 +24,7 @@ from ssl_audio.cluster.kmeans import (
     assign_labels,
     file_hash,
     fit_kmeans,
+    kmeans_plusplus,
     load_kmeans,
     sample_frames,
     save_kmeans,
@@ -210,6 +211,43 @@ def test_fit_errors():
     bad[7, 0] = np.inf
     with pytest.raises(ValueError, match="NaN/Inf in 2 frames"):
         fit_kmeans(bad, 3)
+
+
+def seeding_cost(points: np.ndarray, centres: np.ndarray) -> float:
+    return oracle_inertia(points, centres)[0]
+
+
+def test_plusplus_picks_distinct_pool_points_one_per_separated_blob():
+    k = 12
+    points, _, ids = blobs(k, 8, seed=3)
+    centres = kmeans_plusplus(points, k, seed=0)
+    rows = [int(np.flatnonzero((points == c).all(axis=1))[0]) for c in centres]  # every centre is an input point
+    assert len(set(rows)) == k
+    assert sorted(ids[rows].tolist()) == list(range(k))  # greedy trials never put two seeds in one blob
+
+
+def test_greedy_plusplus_seeds_as_well_as_scikit_learn_and_better_than_plain():
+    """Oracle: sklearn's kmeans_plusplus (greedy, 2 + ln k trials) on the same overlapping mixture."""
+    from sklearn.cluster import kmeans_plusplus as sklearn_plusplus
+
+    rng = np.random.default_rng(4)
+    means = rng.normal(0, 3, (60, 6))
+    points = (means[rng.integers(60, size=3000)] + rng.standard_normal((3000, 6))).astype(np.float32)
+    k = 40
+    ours = np.mean([seeding_cost(points, kmeans_plusplus(points, k, sample=3000, seed=s)) for s in range(8)])
+    plain = np.mean([seeding_cost(points, kmeans_plusplus(points, k, sample=3000, trials=1, seed=s)) for s in range(8)])
+    theirs = np.mean([seeding_cost(points, sklearn_plusplus(points, k, random_state=s)[0]) for s in range(8)])
+    assert ours < 1.05 * theirs, (ours, theirs)
+    assert ours < 0.95 * plain, (ours, plain)
+
+
+def test_plusplus_copes_with_duplicates_and_a_pool_smaller_than_k():
+    points = np.repeat(np.eye(3, dtype=np.float32), 10, axis=0)  # 3 distinct points, 30 rows
+    centres = kmeans_plusplus(points, 5, seed=0)
+    assert centres.shape == (5, 3)
+    assert len({tuple(c) for c in centres}) == 3  # every distinct point is a centre before any repeats
+    wide = np.random.default_rng(5).standard_normal((400, 4)).astype(np.float32)
+    assert len({tuple(c) for c in kmeans_plusplus(wide, 50, sample=10, seed=0)}) == 50  # the pool grows to k
 
 
 # --- saving and assigning ---------------------------------------------------------------------------------
