@@ -7,6 +7,7 @@ with the blank at 0).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -108,12 +109,19 @@ def fit(
     lr: float,
     seed: int,
 ) -> list[float]:
-    """Adam over shuffled mini-batches of item indices; `batch_loss(indices)` gives a batch's mean loss.
+    """Adam with cosine decay over shuffled mini-batches of item indices; `batch_loss(indices)` gives a batch's
+    mean loss.
     Returns the mean loss of each epoch; leaves `head` in eval mode."""
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch size must be positive, got {epochs} and {batch_size}")
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam([p for p in head.parameters() if p.requires_grad], lr=lr)
+    total_steps = epochs * -(-num_items // batch_size)
+    # Cosine decay to zero: the head ends at a point the last updates barely move, instead of wherever a
+    # constant rate leaves it (the CTC probe's CER moved by up to 0.17 with the seed at a constant rate).
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
+    )
     head.train()
     losses = []
     for _ in range(epochs):
@@ -125,6 +133,7 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            schedule.step()
             total += float(loss.detach()) * len(indices)
         losses.append(total / num_items)
     head.eval()
