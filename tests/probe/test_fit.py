@@ -33,4 +33,3 @@ def test_updates_follow_a_cosine_decay_to_zero():
     assert len(updates) == steps and len(losses) == epochs
     assert updates == pytest.approx(expected, rel=1e-4)
     assert not head.training
-
