@@ -146,8 +146,8 @@ def _probe(args: argparse.Namespace) -> None:
     cfg = ProbeConfig(
         task=args.task, train=args.train, test=args.test, label_column=args.label_column,
         alignments=args.alignments, layer=args.layer, weighted=args.weighted, all_layers=args.all_layers,
-        epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed, p_target=args.p_target,
-        c_miss=args.c_miss, c_fa=args.c_fa, max_trials=args.max_trials,
+        epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed, seeds=args.seeds,
+        p_target=args.p_target, c_miss=args.c_miss, c_fa=args.c_fa, max_trials=args.max_trials,
     )  # fmt: skip
     source = args.baseline or "checkpoint"
     out = Path(args.out) if args.out else Path("probes") / f"{args.task}-{source}"
@@ -285,6 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate of the head (default per task)")
     p.add_argument("--batch-size", type=int, default=32, help="utterances per update")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seeds", type=int, default=1, help="train the head N times (--seed, --seed + 1, ...): mean, std, each"
+    )
     p.add_argument("--p-target", type=float, default=0.01, help="verify: minDCF target prior")
     p.add_argument("--c-miss", type=float, default=1.0, help="verify: minDCF cost of a miss")
     p.add_argument("--c-fa", type=float, default=1.0, help="verify: minDCF cost of a false alarm")

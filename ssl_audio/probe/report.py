@@ -26,6 +26,21 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
+def _metrics_table(results: dict[str, Any]) -> list[str]:
+    """metric | value, or with several seeds: metric | mean | std | each seed's value."""
+    metrics, std = results["metrics"], results.get("metrics_std")
+    if not std:
+        return _table(["metric", "value"], [[name, _number(v)] for name, v in metrics.items()])
+    per_seed = results["metrics_per_seed"]
+    first = results["config"]["seed"]
+    header = ["metric", f"mean of {len(per_seed)} seeds", "std", *(f"seed {first + i}" for i in range(len(per_seed)))]
+    rows = [
+        [name, _number(value), _number(std[name]), *(_number(m[name]) for m in per_seed)]
+        for name, value in metrics.items()
+    ]
+    return _table(header, rows)
+
+
 def results_markdown(results: dict[str, Any]) -> str:
     """A readable summary: what was probed, the metrics, layer weights and the per-layer table."""
     cfg = results["config"]
@@ -35,7 +50,7 @@ def results_markdown(results: dict[str, Any]) -> str:
         f"train: {results['num_train']} utterances ({cfg['train']}); test: {results['num_test']} utterances "
         f"({cfg['test']}); labels: {results['label_column']}; {results['frame_rate']:g} frames/s",
         "",
-        *_table(["metric", "value"], [[name, _number(v)] for name, v in results["metrics"].items()]),
+        *_metrics_table(results),
     ]
     if results.get("layer_weights"):
         weights = ", ".join(f"{k}: {w:.3f}" for k, w in enumerate(results["layer_weights"]))

@@ -57,6 +57,7 @@ class ProbeConfig:
     lr: float | None = None  # Adam learning rate; None: DEFAULT_LR of the task
     batch_size: int = 32  # utterances per update
     seed: int = 0  # head initialisation, batch order, trial subsampling
+    seeds: int = 1  # train the head this many times (seed, seed + 1, ...): metrics are the mean, with the std
     p_target: float = 0.01  # verify minDCF: prior of a target trial (VoxCeleb / SUPERB: 0.01)
     c_miss: float = 1.0
     c_fa: float = 1.0
@@ -378,6 +379,15 @@ def _targets(cfg: ProbeConfig, featurizer: Featurizer, train: ProbeTable, test: 
     return _frame_targets(cfg, featurizer, train, test)
 
 
+def _mean_metrics(outcomes: list[Outcome]) -> dict[str, float]:
+    return {name: float(np.mean([o.metrics[name] for o in outcomes])) for name in outcomes[0].metrics}
+
+
+def _std_metrics(outcomes: list[Outcome]) -> dict[str, float]:
+    """Sample standard deviation (ddof 1) of each metric over the seeds."""
+    return {name: float(np.std([o.metrics[name] for o in outcomes], ddof=1)) for name in outcomes[0].metrics}
+
+
 def run_probe(
     cfg: ProbeConfig,
     featurizer: Featurizer,
@@ -389,6 +399,8 @@ def run_probe(
     """Run one probe (and, with `all_layers`, one per layer); returns the results as written to results.json."""
     if cfg.task not in TASKS:
         raise ValueError(f"unknown task {cfg.task!r}; expected one of {', '.join(TASKS)}")
+    if cfg.seeds < 1:
+        raise ValueError(f"seeds must be at least 1, got {cfg.seeds}")
     device = torch.device(device)
     train_table, test_table = read_table(cfg.train), read_table(cfg.test)
     targets = _targets(cfg, featurizer, train_table, test_table)  # label errors surface before any encoding
@@ -403,13 +415,17 @@ def run_probe(
     if cfg.task == "ctc":
         _check_ctc_lengths(train_table, train, targets.train)
 
-    def run(layer: int | None) -> Outcome:
+    def run(layer: int | None, run_cfg: ProbeConfig = cfg) -> Outcome:
         if layer is None:
-            return EVALUATE[cfg.task](cfg, train, test, targets, device)
+            return EVALUATE[cfg.task](run_cfg, train, test, targets, device)
         k = loaded.index(layer)
-        return EVALUATE[cfg.task](cfg, [f[k : k + 1] for f in train], [f[k : k + 1] for f in test], targets, device)
+        pick_train, pick_test = [f[k : k + 1] for f in train], [f[k : k + 1] for f in test]
+        return EVALUATE[cfg.task](run_cfg, pick_train, pick_test, targets, device)
 
-    outcome = run(main)
+    outcomes = []
+    for seed in range(cfg.seed, cfg.seed + cfg.seeds):
+        outcomes.append(run(main, dataclasses.replace(cfg, seed=seed)))
+    outcome = outcomes[0]  # layer weights, losses and details are the first seed's
     results: dict[str, Any] = {
         "task": cfg.task,
         "featurizer": featurizer.name,
@@ -421,13 +437,16 @@ def run_probe(
         "num_train": len(train_table),
         "num_test": len(test_table),
         "headline": HEADLINE[cfg.task],
-        "metrics": outcome.metrics,
+        "metrics": _mean_metrics(outcomes),
         "layer_weights": outcome.layer_weights,
         "losses": outcome.losses,
         "details": outcome.details,
         "config": dataclasses.asdict(cfg),
     }
-    if cfg.all_layers:
+    if cfg.seeds > 1:
+        results["metrics_std"] = _std_metrics(outcomes)
+        results["metrics_per_seed"] = [o.metrics for o in outcomes]
+    if cfg.all_layers:  # the first seed only
         per_layer = [outcome if k == main else run(k) for k in every]
         results["per_layer"] = [{"layer": k, "metrics": o.metrics} for k, o in zip(every, per_layer)]
     return results

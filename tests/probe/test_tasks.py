@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from ssl_audio.cli import main
 from ssl_audio.demo.alignment import Alignment, write_alignments
 from ssl_audio.probe.featurizer import mfcc_featurizer
 from ssl_audio.probe.heads import LayerMix, ctc_greedy, layer_stats, pool_mean_std
-from ssl_audio.probe.report import compare_runs, plot_layers
+from ssl_audio.probe.report import compare_runs, plot_layers, results_markdown
 from ssl_audio.probe.tasks import ProbeConfig, run_probe
 
 
@@ -166,9 +167,11 @@ def test_cli_probe_all_layers_and_report(corpus: Path, tmp_path: Path, capsys: p
     for baseline in ("mfcc", "logmel"):
         out = tmp_path / baseline
         args = ["probe", "classify", "--baseline", baseline, "--train", str(corpus / "keywords_train.tsv")]
-        assert main([*args, "--test", str(corpus / "keywords_test.tsv"), "--out", str(out), "--all-layers"]) == 0
+        test = ["--test", str(corpus / "keywords_test.tsv")]
+        assert main([*args, *test, "--out", str(out), "--all-layers", "--seeds", "2"]) == 0
         results = json.loads((out / "results.json").read_text())
         assert results["metrics"]["accuracy"] == 1.0 and "accuracy" in (out / "results.md").read_text()
+        assert len(results["metrics_per_seed"]) == 2 and results["metrics_std"]["accuracy"] == 0.0
         assert [p["layer"] for p in results["per_layer"]] == [0]
         assert Image.open(out / "layers.png").size == (480, 320)
         assert any((out / "cache").rglob("*.npy"))
@@ -277,3 +280,19 @@ def test_bad_tables_and_options(corpus: Path, tmp_path: Path) -> None:
         run_probe(_cfg(corpus, "frames", "phones"), mfcc_featurizer())
     with pytest.raises(ValueError, match="layer 3 is out of range for mfcc"):
         run_probe(_cfg(corpus, "classify", "keywords", layer=3), mfcc_featurizer())
+
+
+def test_several_seeds_report_the_mean_and_std_of_single_seed_runs(corpus: Path, tmp_path: Path) -> None:
+    """Oracle: three separate single-seed runs; a short CTC training leaves the seeds' CERs apart."""
+    cfg = _cfg(corpus, "ctc", "letters", epochs=4, seed=4)
+    single = [run_probe(replace(cfg, seed=s), mfcc_featurizer(), cache_dir=tmp_path)["metrics"] for s in (4, 5, 6)]
+    results = run_probe(replace(cfg, seeds=3), mfcc_featurizer(), cache_dir=tmp_path)
+    assert results["metrics_per_seed"] == single
+    cers = [m["cer"] for m in single]
+    assert len(set(cers)) > 1  # the seeds differ, so the mean and std say something
+    assert results["metrics"]["cer"] == pytest.approx(np.mean(cers))
+    assert results["metrics_std"]["cer"] == pytest.approx(np.std(cers, ddof=1))
+    markdown = results_markdown(results)
+    assert "| metric | mean of 3 seeds | std | seed 4 | seed 5 | seed 6 |" in markdown
+    with pytest.raises(ValueError, match="seeds must be at least 1, got 0"):
+        run_probe(replace(cfg, seeds=0), mfcc_featurizer())
