@@ -109,9 +109,10 @@ def fit(
     lr: float,
     seed: int,
 ) -> list[float]:
-    """Adam with cosine decay over shuffled mini-batches of item indices; `batch_loss(indices)` gives a batch's
-    mean loss.
-    Returns the mean loss of each epoch; leaves `head` in eval mode."""
+    """Adam, its learning rate decaying to zero on a cosine, over shuffled mini-batches of item indices.
+
+    `batch_loss(indices)` gives a batch's mean loss. Returns the mean loss of each epoch; leaves `head` in eval
+    mode."""
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch size must be positive, got {epochs} and {batch_size}")
     generator = torch.Generator().manual_seed(seed)
