@@ -16,11 +16,12 @@ import torch
 import torchaudio.functional as AF
 import torchaudio.transforms as AT
 
+from ssl_audio.audio_formats import AUDIO_EXTENSIONS  # noqa: F401  (re-exported: the one list of extensions)
+
 SAMPLE_RATE = 16_000  # Hz: the rate every model in ssl_audio consumes
 MIN_SAMPLES = 400  # receptive field of the conv extractor at 16 kHz (25 ms): one output frame
 SILENT_PEAK_DB = -80.0  # dBFS: a file whose peak stays below this is treated as all silent
 LOUDNESS_BLOCK_SECONDS = 0.4  # BS.1770 gating block; shorter clips are tiled to this length to be measured
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
 
 
 class AudioError(ValueError):

@@ -187,7 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = commands.add_parser("manifest", help="scan audio folders into train.tsv / valid.tsv manifests")
-    p.add_argument("dirs", nargs="+", metavar="DIR", help="folders scanned recursively for wav, flac, ogg")
+    from ssl_audio.audio_formats import AUDIO_EXTENSIONS  # no torch: keeps --help fast
+
+    kinds = ", ".join(ext.lstrip(".") for ext in AUDIO_EXTENSIONS)
+    p.add_argument("dirs", nargs="+", metavar="DIR", help=f"folders scanned recursively (links once) for {kinds}")
     p.add_argument("--out", required=True, help="folder for train.tsv, valid.tsv and skipped.tsv")
     p.add_argument("--valid-fraction", type=float, default=0.01, help="share of files held out (default 0.01)")
     p.add_argument("--min-seconds", type=float, default=None, help="skip files shorter than this")
