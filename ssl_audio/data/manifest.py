@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,6 @@ from pathlib import Path
 import soundfile as sf
 
 from ssl_audio.audio import (
-    AUDIO_EXTENSIONS,
     MIN_SAMPLES,
     SAMPLE_RATE,
     AudioError,
@@ -27,6 +27,7 @@ from ssl_audio.audio import (
     read_audio,
     resampled_length,
 )
+from ssl_audio.audio_formats import AUDIO_EXTENSIONS
 
 FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")  # the only codings that can store NaN/Inf
 
@@ -71,15 +72,80 @@ def inspect_file(path: str | Path, *, full_check: bool = False) -> int:
 
 
 def find_audio(dirs: list[str | Path]) -> list[Path]:
-    """Every audio file under `dirs`, recursively, sorted (symlinks followed)."""
-    found = []
+    """Every audio file under `dirs`, recursively, sorted, each file once.
+
+    Paths are lexical, under each folder of `dirs` resolved. Folder links are followed once: a folder already
+    listed (same device and inode) is not entered again, so a link loop ends; real folders are listed before
+    links to them. A file reached by several paths (links, overlapping `dirs`) appears once, by its path
+    without a link where there is one.
+    """
+    seen_dirs: set[tuple[int, int]] = set()
+    by_target: dict[str, Path] = {}
     for folder in dirs:
         folder = Path(folder)
         if not folder.is_dir():
             raise ValueError(f"{folder}: not a directory")
-        for dirpath, _, names in os.walk(folder, followlinks=True):
-            found.extend(Path(dirpath, n) for n in names if n.lower().endswith(AUDIO_EXTENSIONS))
-    return sorted(set(found))
+        for path in _walk_once(folder.resolve(), seen_dirs):
+            target = os.path.realpath(path)
+            best = by_target.get(target)
+            if best is None or (path.is_symlink(), path) < (best.is_symlink(), best):
+                by_target[target] = path
+    return sorted(by_target.values())
+
+
+def _walk_once(top: Path, seen_dirs: set[tuple[int, int]]) -> Iterator[Path]:
+    """Files with an audio extension under `top`; real folders first, then those reached through links."""
+    real, linked = [top], []
+    while real or linked:
+        folder = real.pop() if real else linked.pop()
+        try:
+            info = folder.stat()
+        except OSError:  # a link that dangles or loops on itself: nothing to list
+            continue
+        if (info.st_dev, info.st_ino) in seen_dirs:
+            continue
+        seen_dirs.add((info.st_dev, info.st_ino))
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:  # unreadable folder: skipped, as os.walk does
+            continue
+        for entry in entries:
+            if _is_dir(entry):
+                (linked if entry.is_symlink() else real).append(Path(entry.path))
+            elif entry.name.lower().endswith(AUDIO_EXTENSIONS):
+                yield Path(entry.path)  # dangling links too: inspection reports them unreadable
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()  # follows links
+    except OSError:
+        return False
+
+
+# Characters that end a line for str.splitlines, which load_manifest reads with, plus the field separator.
+_BREAKS = "\t\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+
+
+def unwritable_name(name: str) -> str | None:
+    """Why `name` cannot be a manifest row that load_manifest reads back as written, or None when it can."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "name is not valid UTF-8"
+    bad = sorted({c for c in name if c in _BREAKS})
+    if bad:
+        return f"name holds {' '.join(repr(c) for c in bad)}, which the manifest format reserves"
+    return None
+
+
+def printable(text: str) -> str:
+    """`text` as one line of valid UTF-8: undecodable bytes as \\xNN, TAB and line breaks escaped."""
+    try:
+        text = os.fsencode(text).decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # surrogates that did not come from the file system
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return "".join(c.encode("unicode_escape").decode("ascii") if c in _BREAKS else c for c in text)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,9 +163,17 @@ def scan(
     workers: int = 1,
     full_check: bool = False,
 ) -> ScanResult:
-    """Inspect every audio file under `dirs`; bad files are skipped with a reason, never raised."""
+    """Inspect every audio file under `dirs`; bad files and unwritable names are skipped with a reason."""
     files = find_audio(dirs)
     root = Path(os.path.commonpath([Path(d).resolve() for d in dirs]))
+    skipped = []
+    named = []
+    for path in files:
+        problem = unwritable_name(os.path.relpath(path, root))
+        if problem is None:
+            named.append(path)
+        else:
+            skipped.append((str(path), "unwritable_name", problem))
 
     def inspect(path: Path) -> tuple[Path, int | AudioError]:
         try:
@@ -108,8 +182,8 @@ def scan(
             return path, err
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # libsndfile releases the GIL
-        results = list(pool.map(inspect, files))
-    kept, skipped = [], []
+        results = list(pool.map(inspect, named))
+    kept = []
     for path, result in results:
         if isinstance(result, AudioError):
             skipped.append((str(path), result.reason, result.detail))
@@ -118,8 +192,8 @@ def scan(
         elif max_seconds is not None and result > max_seconds * SAMPLE_RATE:
             skipped.append((str(path), "longer_than_max", f"{result / SAMPLE_RATE:.3f} s > {max_seconds} s"))
         else:
-            kept.append((os.path.relpath(path.resolve(), root), result))
-    return ScanResult(root=root, kept=kept, skipped=skipped)
+            kept.append((os.path.relpath(path, root), result))  # lexical: a link inside root stays inside
+    return ScanResult(root=root, kept=kept, skipped=sorted(skipped))
 
 
 def split_rows(
@@ -137,13 +211,46 @@ def split_rows(
     return train, valid
 
 
+def manifest_lines(root: Path, rows: list[tuple[str, int]]) -> list[str]:
+    """The lines of a manifest; a root or row that load_manifest could not read back raises ValueError."""
+    root_text = str(root)
+    problem = unwritable_name(root_text) or (
+        "name has leading or trailing spaces" if root_text.strip() != root_text else None
+    )
+    if problem:
+        raise ValueError(f"root '{printable(root_text)}': cannot be a manifest's first line ({problem})")
+    for rel, _ in rows:
+        problem = unwritable_name(rel)
+        if problem:
+            raise ValueError(f"row '{printable(rel)}': cannot be written to a manifest ({problem})")
+    return [f"{root_text}\n", *(f"{rel}\t{n}\n" for rel, n in rows)]
+
+
+def skipped_lines(skipped: list[tuple[str, str, str]]) -> list[str]:
+    """skipped.tsv: a header, then one escaped `path<TAB>reason<TAB>detail` line per file, any name allowed."""
+    return ["path\treason\tdetail\n", *("\t".join(map(printable, row)) + "\n" for row in skipped)]
+
+
+def replace_files(contents: dict[Path, list[str]]) -> None:
+    """Write each file to a temp file beside it, then rename them all: a failed write leaves the old files."""
+    temps: list[tuple[Path, Path]] = []
+    try:
+        for path, lines in contents.items():
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            temps.append((tmp, path))
+            with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+                f.writelines(lines)
+        for tmp, path in temps:
+            os.replace(tmp, path)  # atomic per file: a reader never sees half a manifest
+    except BaseException:
+        for tmp, _ in temps:
+            tmp.unlink(missing_ok=True)
+        raise
+
+
 def write_manifest(path: str | Path, root: Path, rows: list[tuple[str, int]]) -> None:
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(f"{root}\n")
-        f.writelines(f"{rel}\t{n}\n" for rel, n in rows)
-    os.replace(tmp, path)  # atomic: a reader never sees half a manifest
+    replace_files({path: manifest_lines(root, rows)})
 
 
 def build_manifests(
@@ -157,18 +264,22 @@ def build_manifests(
     workers: int = 1,
     full_check: bool = False,
 ) -> dict:
-    """Scan `dirs` and write train.tsv, valid.tsv and skipped.tsv into `out`; returns a summary."""
+    """Scan `dirs` and write train.tsv, valid.tsv and skipped.tsv into `out`; returns a summary.
+
+    The three files are renamed into place only once all are written, so a failure keeps the previous ones.
+    """
     result = scan(dirs, min_seconds=min_seconds, max_seconds=max_seconds, workers=workers, full_check=full_check)
     if not result.kept:
         raise ValueError(f"no usable audio under {', '.join(map(str, dirs))} ({len(result.skipped)} files skipped)")
     train, valid = split_rows(result.kept, valid_fraction, seed)
     out = Path(out)
+    contents = {
+        out / "train.tsv": manifest_lines(result.root, train),
+        out / "valid.tsv": manifest_lines(result.root, valid),
+        out / "skipped.tsv": skipped_lines(result.skipped),
+    }
     out.mkdir(parents=True, exist_ok=True)
-    write_manifest(out / "train.tsv", result.root, train)
-    write_manifest(out / "valid.tsv", result.root, valid)
-    with open(out / "skipped.tsv", "w", encoding="utf-8") as f:
-        f.write("path\treason\tdetail\n")
-        f.writelines(f"{p}\t{r}\t{d}\n" for p, r, d in result.skipped)
+    replace_files(contents)
     return {
         "root": str(result.root),
         "train_files": len(train),

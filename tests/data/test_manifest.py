@@ -1,4 +1,6 @@
+import errno
 import math
+import os
 
 import numpy as np
 import pytest
@@ -6,6 +8,7 @@ import soundfile as sf
 
 from ssl_audio.audio import load_audio
 from ssl_audio.cli import main
+from ssl_audio.data import manifest as manifest_module
 from ssl_audio.data.manifest import build_manifests, load_manifest, scan, split_rows, write_manifest
 
 
@@ -124,3 +127,40 @@ def test_write_then_load_round_trips(tmp_path):
     manifest = load_manifest(tmp_path / "m.tsv")
     assert manifest.paths == ("x.wav",) and manifest.num_samples == (1600,)
     assert manifest.audio_path(0) == tmp_path / "x.wav" and manifest.seconds == pytest.approx(0.1)
+
+
+def test_rows_that_climb_but_stay_inside_and_links_out_of_the_root_are_allowed(tmp_path):
+    root, elsewhere = tmp_path / "root", tmp_path / "elsewhere"
+    (root / "a").mkdir(parents=True)
+    elsewhere.mkdir()
+    sf.write(root / "x.wav", tone(0.1, 16_000), 16_000)
+    sf.write(elsewhere / "y.wav", tone(0.2, 16_000), 16_000)
+    (root / "linked").symlink_to(elsewhere)  # the user's own link out of the root: followed, once
+    result = scan([root])
+    assert result.kept == [("linked/y.wav", 3200), ("x.wav", 1600)]  # the path through the link, not ../
+    write_manifest(tmp_path / "m.tsv", result.root, [*result.kept, ("a/../x.wav", 1600)])
+    manifest = load_manifest(tmp_path / "m.tsv")
+    assert manifest.paths == ("linked/y.wav", "x.wav", "a/../x.wav")
+
+
+def test_write_manifest_refuses_a_row_it_could_not_read_back(tmp_path):
+    with pytest.raises(ValueError, match=r"^row 'a\\tb.wav': cannot be written to a manifest \(name holds"):
+        write_manifest(tmp_path / "m.tsv", tmp_path, [("a\tb.wav", 1600)])
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_failed_write_leaves_all_three_previous_files_intact(broken_dir, tmp_path, monkeypatch):
+    out = tmp_path / "manifest"
+    build_manifests([broken_dir], out, valid_fraction=0.25, seed=3)
+    before = {name: (out / name).read_bytes() for name in ("train.tsv", "valid.tsv", "skipped.tsv")}
+
+    def disk_full_for_skipped(file, mode="r", *args, **kwargs):
+        if "skipped" in os.fspath(file) and "w" in mode:
+            raise OSError(errno.ENOSPC, "No space left on device", os.fspath(file))
+        return open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(manifest_module, "open", disk_full_for_skipped, raising=False)
+    with pytest.raises(OSError, match="No space left on device"):
+        build_manifests([broken_dir], out, valid_fraction=0.5, seed=4)  # another split: train and valid change
+    assert {name: (out / name).read_bytes() for name in before} == before
+    assert sorted(os.listdir(out)) == sorted(before)  # no temp file left behind
