@@ -290,8 +290,20 @@ def build_manifests(
     }
 
 
+def leaves_root(rel: str) -> bool:
+    """Whether the row `rel`, joined to the root with `..` collapsed lexically, points outside the root.
+
+    Lexical on purpose: a symlink that a user put inside the root pointing elsewhere is the user's choice and
+    stays allowed (the scanner follows such links once and writes the path through the link).
+    """
+    return os.path.normpath(rel).split(os.sep)[0] == os.pardir
+
+
 def load_manifest(path: str | Path, *, check_files: bool = True) -> Manifest:
-    """Read and check a manifest; an error names the manifest line that is wrong."""
+    """Read and check a manifest; an error names the manifest line that is wrong.
+
+    A row must stay inside the root: absolute paths and rows whose `..` climb out of it are refused.
+    """
     path = Path(path)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -314,6 +326,8 @@ def load_manifest(path: str | Path, *, check_files: bool = True) -> Manifest:
             raise ValueError(f"{path}:{lineno}: num_samples must be an integer >= {MIN_SAMPLES}, got {count!r}")
         if os.path.isabs(rel):
             raise ValueError(f"{path}:{lineno}: path {rel!r} must be relative to the root")
+        if leaves_root(rel):
+            raise ValueError(f"{path}:{lineno}: path {rel!r} leaves the root {str(root)!r}")
         if check_files and not (root / rel).is_file():
             raise ValueError(f"{path}:{lineno}: {root / rel} does not exist")
         paths.append(rel)

@@ -129,6 +129,21 @@ def test_write_then_load_round_trips(tmp_path):
     assert manifest.audio_path(0) == tmp_path / "x.wav" and manifest.seconds == pytest.approx(0.1)
 
 
+@pytest.mark.parametrize("check_files", [True, False])
+@pytest.mark.parametrize("rel", ["../../../../etc/passwd", "../other/x.wav", "a/../../other/x.wav", ".."])
+def test_load_manifest_refuses_rows_that_leave_the_root(tmp_path, rel, check_files):
+    root, other = tmp_path / "root", tmp_path / "other"
+    (root / "a").mkdir(parents=True)
+    other.mkdir()
+    sf.write(other / "x.wav", tone(0.1, 16_000), 16_000)  # exists: without the check it would train silently
+    path = tmp_path / "m.tsv"
+    path.write_text(f"{root}\nok.wav\t1600\n{rel}\t1600\n")
+    sf.write(root / "ok.wav", tone(0.1, 16_000), 16_000)
+    with pytest.raises(ValueError) as info:
+        load_manifest(path, check_files=check_files)
+    assert str(info.value) == f"{path}:3: path {rel!r} leaves the root {str(root)!r}"
+
+
 def test_rows_that_climb_but_stay_inside_and_links_out_of_the_root_are_allowed(tmp_path):
     root, elsewhere = tmp_path / "root", tmp_path / "elsewhere"
     (root / "a").mkdir(parents=True)
