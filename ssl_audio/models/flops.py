@@ -1,0 +1,91 @@
+"""Analytic FLOPs of the pretraining families, for throughput and model-FLOPs utilisation (MFU).
+
+Counts matrix products and convolutions only, two FLOPs per multiply-add, as `torch.utils.flop_counter`
+does; norms, activations, softmax and other elementwise work are left out (under 1 % of a BASE step).
+Counted per utterance at its own length ("useful" FLOPs: padding is waste, not work). A training update
+costs three forward passes: the backward of a product is two products of the same size (Kaplan et al. 2020;
+PaLM's MFU), which the frozen first-conv input gradient makes a slight overestimate (<0.1 % for BASE).
+
+Shapes: S samples, T frames, C conv channels, D model width, F final dim, M masked frames.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ssl_audio.models.encoder import EncoderConfig
+from ssl_audio.models.hubert import HubertConfig
+from ssl_audio.models.wav2vec2 import Wav2Vec2Config
+
+TRAINING_FACTOR = 3  # forward + backward (twice the forward)
+
+
+def extractor_flops(cfg: EncoderConfig, samples: int) -> tuple[float, int]:
+    """FLOPs of the conv stack on one utterance of `samples`, and the frames it yields."""
+    flops, length, channels_in = 0.0, samples, 1
+    for channels, kernel, stride in cfg.conv_layers:
+        length = max((length - kernel) // stride + 1, 0)
+        flops += 2.0 * channels_in * kernel * channels * length
+        channels_in = channels
+    return flops, length
+
+
+def transformer_flops(cfg: EncoderConfig, frames: int) -> float:
+    """Feature projection, positional convolution and every layer on one utterance of `frames`."""
+    dim, t = cfg.dim, frames
+    channels = cfg.conv_layers[-1][0]
+    flops = 2.0 * channels * dim * t  # feature projection
+    pos_frames = t + 2 * (cfg.pos_conv_kernel // 2) - cfg.pos_conv_kernel + 1  # an even kernel gives one extra
+    flops += 2.0 * dim * (dim // cfg.pos_conv_groups) * cfg.pos_conv_kernel * pos_frames
+    per_layer = 2.0 * t * (4 * dim * dim + 2 * dim * cfg.ffn_dim)  # QKV, output, two FFN matrices
+    per_layer += 4.0 * t * t * dim  # scores Q K^T and the weighted sum of V, over all heads
+    if cfg.relative_bias:  # WavLM's gate: a (D/H -> 8) linear per head and frame
+        per_layer += 2.0 * t * dim * 8
+    return flops + cfg.num_layers * per_layer
+
+
+def masked_frames_expected(frames: int, mask_prob: float) -> float:
+    """About how many frames span masking covers (the caller passes the real count when it has it)."""
+    return min(frames, mask_prob * frames)
+
+
+def head_flops(cfg: HubertConfig | Wav2Vec2Config, frames: int, masked: float) -> float:
+    """The objective's projections and logits on one utterance."""
+    dim = cfg.encoder.dim
+    if isinstance(cfg, HubertConfig):
+        sets = len(cfg.num_classes) if cfg.untie_final_proj else 1
+        projection = 2.0 * frames * dim * cfg.final_dim * sets
+        return projection + sum(2.0 * frames * cfg.final_dim * n for n in cfg.num_classes)  # logits on every frame
+    q, channels = cfg.quantizer, cfg.encoder.conv_layers[-1][0]
+    quantizer = 2.0 * masked * channels * q.num_groups * q.num_entries  # codeword logits
+    quantizer += 2.0 * masked * q.num_entries * q.code_dim  # one-hot times codebook
+    projections = 2.0 * masked * (q.code_dim + dim) * cfg.final_dim  # targets and context into F
+    logits = 2.0 * masked * (1 + cfg.num_negatives) * cfg.final_dim  # cosine against target + K negatives
+    return quantizer + projections + logits
+
+
+def forward_flops(
+    cfg: HubertConfig | Wav2Vec2Config, sample_lengths: Iterable[int], masked_frames: float | None = None
+) -> float:
+    """FLOPs of one forward pass over utterances of these lengths (samples).
+
+    `masked_frames`: the batch's masked-frame count (wav2vec 2.0's heads work on masked frames only);
+    None estimates it from the mask probability.
+    """
+    lengths = [int(s) for s in sample_lengths]
+    fronts = [extractor_flops(cfg.encoder, s) for s in lengths]
+    total_frames = sum(t for _, t in fronts)
+    if masked_frames is None:
+        masked_frames = sum(masked_frames_expected(t, cfg.masking.mask_prob) for _, t in fronts)
+    flops = 0.0
+    for conv, t in fronts:
+        share = masked_frames * t / total_frames if total_frames else 0.0  # this utterance's masked frames
+        flops += conv + transformer_flops(cfg.encoder, t) + head_flops(cfg, t, share)
+    return flops
+
+
+def training_flops(
+    cfg: HubertConfig | Wav2Vec2Config, sample_lengths: Iterable[int], masked_frames: float | None = None
+) -> float:
+    """FLOPs of one forward and backward pass (3x the forward)."""
+    return TRAINING_FACTOR * forward_flops(cfg, sample_lengths, masked_frames)
