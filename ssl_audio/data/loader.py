@@ -8,6 +8,10 @@ bad. Which utterances a batch holds depends on the sampler and the files alone, 
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import os
+import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -24,6 +28,7 @@ MAX_BAD_FRACTION = 0.01  # default data.max_bad_fraction
 # The fraction is judged only after this many utterances: at 1 % it then takes at least 5 bad files to stop,
 # so one bad file early in a run (or in a corpus of a few hundred files) is skipped, not fatal.
 BAD_FRACTION_AFTER = 500
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class TooManyBadUtterances(ValueError):
@@ -120,6 +125,22 @@ def set_epoch(loader: DataLoader, epoch: int) -> None:
         part.set_epoch(epoch)
 
 
+def die_with_parent(parent_pid: int, worker_id: int) -> None:
+    """worker_init_fn: on Linux, have the kernel kill this worker as soon as its parent dies.
+
+    Torch's workers notice a dead parent only at their next 5 s poll, holding memory and files meanwhile.
+    The signal fires when the thread that started the worker exits; DataLoaders start them from the
+    thread that iterates, which in training is the main thread.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        return  # not fatal: torch's own poll still ends the worker, only later
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
 def make_loader(
     manifest: Manifest,
     *,
@@ -164,6 +185,7 @@ def make_loader(
         num_workers=num_workers,
         persistent_workers=num_workers > 0,  # worker start-up (imports, fork) once per run, not per epoch
         pin_memory=torch.cuda.is_available(),
+        worker_init_fn=functools.partial(die_with_parent, os.getpid()) if num_workers > 0 else None,
         # Its own generator: each new iterator draws a worker seed, which must not advance the global RNG
         # (masking, dropout, Gumbel noise) or a resumed run would drift from an uninterrupted one.
         generator=torch.Generator().manual_seed(seed),
