@@ -205,6 +205,10 @@ def test_pretrain_skips_a_truncated_file_and_stops_when_all_are_gone(tmp_path):
     assert log.count("skipped unusable utterance") == 1
     assert f"{tmp_path / 'audio' / 'truncated.flac'}: unreadable" in log
     assert sorted(p.name for p in (tmp_path / "run").glob("step_*")) == ["step_00000003"]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    scalars = EventAccumulator(str(tmp_path / "run" / "tensorboard")).Reload().Scalars("train/bad_files")
+    assert [s.step for s in scalars] == [1, 2, 3] and scalars[-1].value == 1.0
     # Every file now silent: the loader skips epoch after epoch, then stops with one line and exit 2.
     for name, n in good.items():
         sf.write(tmp_path / "audio" / name, np.zeros(n, dtype=np.float32), SAMPLE_RATE, subtype="FLOAT")
