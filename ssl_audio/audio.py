@@ -33,6 +33,11 @@ class AudioError(ValueError):
         self.detail = detail
         super().__init__(f"{path}: {reason}" + (f" ({detail})" if detail else ""))
 
+    def __reduce__(self) -> tuple[type[AudioError], tuple[str, str, str]]:
+        # Exceptions unpickle as cls(*args), and args holds only the message: rebuild from the parts instead,
+        # so an AudioError survives a process pool or a DataLoader worker.
+        return type(self), (self.path, self.reason, self.detail)
+
 
 def resampled_length(num_samples: int, orig_rate: int, new_rate: int = SAMPLE_RATE) -> int:
     """Length after resampling, exactly as torchaudio's resampler produces it: ceil(S * new / orig)."""

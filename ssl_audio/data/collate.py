@@ -5,6 +5,9 @@ Shapes: B batch, S samples (16 kHz), L label frames.
 "pad" pads every wave to the longest with zeros (lengths say where audio ends); "crop" cuts every item
 to the shortest (fairseq's choice: no padding, some audio unused), at an offset fixed by (seed, epoch,
 index) and snapped to whole label frames by the same `crop_item` the dataset uses.
+
+BadUtterances (files the dataset could not use) are left out of the tensors and listed in `Batch.skipped`;
+a batch of nothing but bad files has no rows.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from dataclasses import dataclass, fields
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from ssl_audio.data.dataset import Item, SharedEpoch, crop_item, crop_offset, label_step
+from ssl_audio.data.dataset import BadUtterance, Item, SharedEpoch, crop_item, crop_offset, label_step
 
 LABEL_PAD = -100  # label value past a sequence's end; torch's cross_entropy ignores it by default
 COLLATE_MODES = ("pad", "crop")
@@ -34,6 +37,7 @@ class Batch:
     indices: torch.Tensor  # (B,) long: manifest rows
     offsets: torch.Tensor  # (B,) long: samples from each file's start to where its row starts
     labels: tuple[torch.Tensor, ...] = ()  # each (B, L) long, LABEL_PAD past each sequence; one per label set
+    skipped: tuple[BadUtterance, ...] = ()  # rows of the sampler's batch that could not be loaded (not in B)
 
     def __len__(self) -> int:
         return self.waves.shape[0]
@@ -54,6 +58,9 @@ class Batch:
         moved = {}
         for field in fields(self):
             value = getattr(self, field.name)
+            if field.name == "skipped":  # not tensors
+                moved[field.name] = value
+                continue
             moved[field.name] = tuple(fn(t) for t in value) if isinstance(value, tuple) else fn(value)
         return Batch(**moved)
 
@@ -74,9 +81,14 @@ class Collator(SharedEpoch):
         self.random_crop = random_crop
         super().__init__()
 
-    def __call__(self, items: Sequence[Item]) -> Batch:
+    def __call__(self, items: Sequence[Item | BadUtterance]) -> Batch:
         if not items:
             raise ValueError("cannot collate an empty batch")
+        skipped = tuple(item for item in items if isinstance(item, BadUtterance))
+        items = [item for item in items if not isinstance(item, BadUtterance)]
+        if not items:
+            empty = torch.zeros(0, dtype=torch.long)
+            return Batch(waves=torch.zeros(0, 0), lengths=empty, indices=empty, offsets=empty, skipped=skipped)
         for item in items:
             if item.label_hops != items[0].label_hops:
                 raise ValueError(
@@ -97,6 +109,7 @@ class Collator(SharedEpoch):
             indices=torch.tensor([item.index for item in items], dtype=torch.long),
             offsets=torch.tensor([item.offset for item in items], dtype=torch.long),
             labels=labels,
+            skipped=skipped,
         )
 
     def _crop(self, item: Item, length: int) -> Item:

@@ -5,6 +5,9 @@ Shapes: S samples (16 kHz), L label frames.
 A crop offset is a pure function of (seed, epoch, index): every worker, process and resumed run cuts
 the same window. With labels, an offset is a whole number of label frames for every label set, so
 sample `offset` is the first sample of label frame `offset / hop` (hop = samples per label frame).
+
+With `skip_bad`, a row whose file cannot be used (unreadable, truncated, silent, changed or deleted since
+the manifest was built) comes back as a `BadUtterance` instead of raising, so one file costs one utterance.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ssl_audio.audio import MIN_SAMPLES, SAMPLE_RATE, load_audio
+from ssl_audio.audio import MIN_SAMPLES, SAMPLE_RATE, AudioError, load_audio
 from ssl_audio.data.manifest import Manifest
 
 HOP_TOLERANCE = 1e-6  # samples: how far 16 kHz / rate may be from a whole number and still count as one
@@ -63,6 +66,19 @@ class Item:
             raise ValueError(f"item {self.index}: wave of shape {tuple(self.wave.shape)} but length {self.length}")
         if len(self.labels) != len(self.label_hops):
             raise ValueError(f"item {self.index}: {len(self.labels)} label sets but {len(self.label_hops)} hops")
+
+
+@dataclass(frozen=True, kw_only=True)
+class BadUtterance:
+    """A manifest row whose audio could not be used, returned in place of its Item (see `skip_bad`)."""
+
+    index: int  # manifest row
+    path: str
+    reason: str  # AudioError's key: unreadable, empty, silent, too_short, non_finite, changed
+    detail: str = ""  # one line
+
+    def __str__(self) -> str:
+        return f"row {self.index}: {self.path}: {self.reason}" + (f" ({self.detail})" if self.detail else "")
 
 
 def label_step(hops: Sequence[int]) -> int:
@@ -129,6 +145,7 @@ class AudioDataset(SharedEpoch, Dataset[Item]):
     """Utterances of a manifest, loaded with `load_audio` and cropped to at most `max_samples`.
 
     `random_crop` (training) draws the crop offset from (seed, epoch, index); otherwise (eval) it is 0.
+    `skip_bad`: return a BadUtterance for a file that raises AudioError (the loader counts and skips it).
     """
 
     def __init__(
@@ -140,6 +157,7 @@ class AudioDataset(SharedEpoch, Dataset[Item]):
         seed: int = 0,
         target_lufs: float | None = None,
         labels: Sequence[FrameLabels] | None = None,
+        skip_bad: bool = False,
     ) -> None:
         if max_samples is not None and max_samples < MIN_SAMPLES:
             raise ValueError(f"max_samples must be at least {MIN_SAMPLES} (one conv frame), got {max_samples}")
@@ -157,6 +175,7 @@ class AudioDataset(SharedEpoch, Dataset[Item]):
         self.random_crop = random_crop
         self.seed = seed
         self.target_lufs = target_lufs
+        self.skip_bad = skip_bad
         self.label_hops = tuple(label_set.hop for label_set in self.labels)
         self.crop_step = label_step(self.label_hops)
         super().__init__()
@@ -171,17 +190,17 @@ class AudioDataset(SharedEpoch, Dataset[Item]):
             return tuple(self.manifest.num_samples)
         return tuple(min(n, self.max_samples) for n in self.manifest.num_samples)
 
-    def __getitem__(self, index: int) -> Item:
+    def __getitem__(self, index: int) -> Item | BadUtterance:
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} is outside the manifest's {len(self)} rows")
-        path = self.manifest.audio_path(index)
-        wave = load_audio(path, target_lufs=self.target_lufs)  # (S,)
+        try:
+            wave = self._load(index)  # (S,)
+        except AudioError as err:
+            if not self.skip_bad:
+                raise
+            detail = " ".join(err.detail.split())  # libsndfile messages may span lines; a log entry must not
+            return BadUtterance(index=index, path=err.path, reason=err.reason, detail=detail)
         expected = self.manifest.num_samples[index]
-        if wave.shape[0] != expected:
-            raise ValueError(
-                f"{path}: loaded {wave.shape[0]} samples but the manifest says {expected}; "
-                "the file changed since the manifest was built"
-            )
         item = Item(
             wave=wave,
             length=expected,
@@ -196,6 +215,20 @@ class AudioDataset(SharedEpoch, Dataset[Item]):
         if self.random_crop:
             offset = crop_offset(excess, seed=self.seed, epoch=self.epoch, index=index, step=self.crop_step)
         return crop_item(item, offset=offset, length=self.max_samples)
+
+    def _load(self, index: int) -> torch.Tensor:
+        """The row's wave (S,), exactly as long as the manifest says; AudioError otherwise."""
+        path = self.manifest.audio_path(index)
+        wave = load_audio(path, target_lufs=self.target_lufs)  # (S,)
+        expected = self.manifest.num_samples[index]
+        if wave.shape[0] != expected:
+            raise AudioError(
+                path,
+                "changed",
+                f"loaded {wave.shape[0]} samples but the manifest says {expected}; "
+                "the file changed since the manifest was built",
+            )
+        return wave
 
     @staticmethod
     def _labels(label_set: FrameLabels, index: int) -> torch.Tensor:

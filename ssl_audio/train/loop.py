@@ -127,6 +127,7 @@ def train(cfg: Config, *, resume: str | None = None) -> TrainResult:
         train_manifest, max_samples=data.max_samples, random_crop=True, max_batch_seconds=data.max_batch_seconds,
         bucketing=data.bucketing, num_buckets=data.num_buckets, collate_mode=data.collate, seed=cfg.seed,
         rank=rank, world_size=world, num_workers=data.num_workers, labels=labels, target_lufs=data.target_lufs,
+        max_bad_fraction=data.max_bad_fraction,
     )  # fmt: skip
     valid_loader = None
     if (manifest_dir / "valid.tsv").exists() and len((manifest_dir / "valid.tsv").read_text().splitlines()) > 1:
@@ -137,7 +138,7 @@ def train(cfg: Config, *, resume: str | None = None) -> TrainResult:
         valid_loader = make_loader(
             valid_manifest, max_samples=data.max_samples, random_crop=False, max_batch_seconds=data.max_batch_seconds,
             bucketing=True, shuffle=False, collate_mode="pad", seed=cfg.seed, rank=rank, world_size=world,
-            num_workers=0, labels=valid_labels, target_lufs=data.target_lufs,
+            num_workers=0, labels=valid_labels, target_lufs=data.target_lufs, max_bad_fraction=data.max_bad_fraction,
         )  # fmt: skip
 
     # Model, optimizer, schedule. Every process builds the same initial weights from the same seed.
@@ -194,6 +195,10 @@ def train(cfg: Config, *, resume: str | None = None) -> TrainResult:
         perplexity_floor=None if quantizer_cfg is None
         else cfg.train.perplexity_warn_below * quantizer_cfg.num_groups * quantizer_cfg.num_entries,
     )  # fmt: skip
+    if accelerator.is_main_process:  # skipped bad files go to train.log; other ranks keep stderr
+        for part in (loader, valid_loader):
+            if part is not None:
+                part.report = telemetry.line
     if resumed is not None:
         telemetry.line(f"resumed from {resumed.path} at update {step}")
     num_params = sum(p.numel() for p in core.parameters())
@@ -303,6 +308,7 @@ def train(cfg: Config, *, resume: str | None = None) -> TrainResult:
                 "loss_scale": accelerator.scaler.get_scale() if accelerator.scaler is not None else 1.0,
                 "audio_seconds_per_update": audio / SAMPLE_RATE,
                 "audio_seconds_per_second": audio / SAMPLE_RATE / seconds, "skipped_updates": skipped,
+                "bad_files": loader.bad_files,
             },
         )  # fmt: skip
         epoch_done = cfg.train.max_epochs is not None and loader.state_dict()["epoch"] >= cfg.train.max_epochs

@@ -5,7 +5,7 @@ import torch
 
 from ssl_audio.audio import SAMPLE_RATE
 from ssl_audio.data.collate import CROP_STREAM, LABEL_PAD, Collator
-from ssl_audio.data.dataset import FrameLabels, Item, crop_offset
+from ssl_audio.data.dataset import BadUtterance, FrameLabels, Item, crop_offset
 from ssl_audio.data.loader import make_loader, set_epoch
 from ssl_audio.data.manifest import load_manifest, write_manifest
 
@@ -73,6 +73,17 @@ def test_collator_rejects_mixed_label_sets_and_bad_mode():
         Collator()([ramp_item(0, 800, hop=160), ramp_item(1, 800)])
     with pytest.raises(ValueError, match="'trim'"):
         Collator("trim")
+
+
+def test_bad_utterances_are_left_out_and_listed():
+    bad = BadUtterance(index=3, path="/a/utt3.wav", reason="silent", detail="peak 0.00e+00 is below -80 dBFS")
+    batch = Collator("pad")([ramp_item(0, 500), bad, ramp_item(5, 300)])
+    assert batch.indices.tolist() == [0, 5] and batch.lengths.tolist() == [500, 300]
+    assert torch.equal(batch.waves, torch.stack([ramp(500), torch.cat([ramp(300), torch.zeros(200)])]))
+    assert batch.skipped == (bad,) and batch.to("cpu").skipped == (bad,) and len(batch) == 2
+    only_bad = Collator("crop")([bad])
+    assert len(only_bad) == 0 and only_bad.skipped == (bad,) and only_bad.waves.shape == (0, 0)
+    assert only_bad.indices.tolist() == only_bad.lengths.tolist() == only_bad.offsets.tolist() == []
 
 
 # -- through make_loader: dataset + sampler + collator ------------------------------------------------

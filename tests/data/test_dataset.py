@@ -3,8 +3,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from ssl_audio.audio import SAMPLE_RATE
-from ssl_audio.data.dataset import AudioDataset, FrameLabels, Item, crop_item, crop_offset
+from ssl_audio.audio import SAMPLE_RATE, AudioError
+from ssl_audio.data.dataset import AudioDataset, BadUtterance, FrameLabels, Item, crop_item, crop_offset
 from ssl_audio.data.manifest import load_manifest, write_manifest
 
 SCALE = 2.0**-17  # ramp step: sample i holds i * SCALE, exact in float32 (and in a FLOAT wav) for i < 2**24
@@ -145,8 +145,28 @@ def test_changed_file_names_both_lengths(tmp_path):
     manifest = make_manifest(tmp_path, lengths=[8000, 12_000], claimed=[8000, 12_005])
     dataset = AudioDataset(manifest)
     dataset[0]
-    with pytest.raises(ValueError, match=r"utt1.wav: loaded 12000 samples but the manifest says 12005"):
+    with pytest.raises(AudioError, match=r"utt1.wav: changed \(loaded 12000 samples but the manifest says 12005"):
         dataset[1]
+    bad = AudioDataset(manifest, skip_bad=True)[1]
+    assert bad == BadUtterance(
+        index=1,
+        path=str(manifest.audio_path(1)),
+        reason="changed",
+        detail="loaded 12000 samples but the manifest says 12005; the file changed since the manifest was built",
+    )
+
+
+def test_skip_bad_returns_what_was_wrong_in_place_of_the_item(manifest):
+    manifest.audio_path(2).unlink()  # deleted after the manifest was checked
+    sf.write(manifest.audio_path(3), np.zeros(4000, dtype=np.float32), SAMPLE_RATE, subtype="FLOAT")
+    with pytest.raises(AudioError, match=r"utt2.wav: unreadable \(No such file or directory\)"):
+        AudioDataset(manifest)[2]
+    dataset = AudioDataset(manifest, skip_bad=True)
+    gone, silent = dataset[2], dataset[3]
+    assert (gone.index, gone.path, gone.reason) == (2, str(manifest.audio_path(2)), "unreadable")
+    assert str(gone) == f"row 2: {manifest.audio_path(2)}: unreadable (No such file or directory)"
+    assert (silent.index, silent.reason) == (3, "silent")
+    np.testing.assert_array_equal(dataset[1].wave.numpy(), ramp(12_000))  # good rows are untouched
 
 
 def test_crop_item_composes_offsets():
