@@ -148,6 +148,7 @@ def _probe(args: argparse.Namespace) -> None:
         alignments=args.alignments, layer=args.layer, weighted=args.weighted, all_layers=args.all_layers,
         epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed, seeds=args.seeds,
         p_target=args.p_target, c_miss=args.c_miss, c_fa=args.c_fa, max_trials=args.max_trials,
+        trials=args.trials,
     )  # fmt: skip
     source = args.baseline or "checkpoint"
     out = Path(args.out) if args.out else Path("probes") / f"{args.task}-{source}"
@@ -295,6 +296,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--c-miss", type=float, default=1.0, help="verify: minDCF cost of a miss")
     p.add_argument("--c-fa", type=float, default=1.0, help="verify: minDCF cost of a false alarm")
     p.add_argument("--max-trials", type=int, default=None, help="verify: balanced subset of trial pairs")
+    p.add_argument(
+        "--trials", default=None, metavar="FILE",
+        help="verify: trial list, `label enroll test` per line (VoxCeleb), paths as in --test's path column",
+    )  # fmt: skip
     p.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, cuda:1, ...")
     p.set_defaults(func=_probe)
 

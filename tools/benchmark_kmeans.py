@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ssl_audio.cluster.blas import blas_kernels, select_blas_kernel
+
 REPO = Path(__file__).resolve().parents[1]
 LATENT_DIM = 32  # intrinsic dimension of the synthetic features
 SAMPLE_RATE = 16_000
@@ -229,6 +231,7 @@ def run_worker(kind: str, args: argparse.Namespace, data: Path, heldout: Path, t
         "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
         "PYTHONPATH": str(REPO),
     }
+    select_blas_kernel(env)  # the worker imports faiss itself: choose its OpenBLAS kernel first
     cmd = [
         sys.executable,
         __file__,
@@ -279,7 +282,7 @@ def main() -> None:
             result = worker_assign(Path(args.data), args)
         else:
             result = worker_dump(args, threads=int(args.worker.removeprefix("dump")))
-        print(json.dumps(result))
+        print(json.dumps({**result, "blas": blas_kernels()}))
         return
 
     clusters = args.true_clusters or 4 * args.k
@@ -319,6 +322,11 @@ def main() -> None:
         Path(args.json).write_text(json.dumps(results, indent=1))
 
 
+def kernels(result: dict) -> str:
+    """The OpenBLAS kernels a worker ran with, e.g. `faiss_cpu: SkylakeX, numpy: SkylakeX`."""
+    return ", ".join(f"{package}: {arch}" for package, arch in sorted(result.get("blas", {}).items())) or "-"
+
+
 def print_table(results: dict, args: argparse.Namespace) -> None:
     gib = 2**30
     settings = results["settings"]
@@ -338,19 +346,22 @@ def print_table(results: dict, args: argparse.Namespace) -> None:
             "sklearn",
         )
     )
-    print("| method | settings | fit wall time (s) | peak memory (GiB) | held-out inertia (MSE/frame) | train MSE |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| method | settings | fit wall time (s) | peak memory (GiB) | held-out inertia (MSE/frame) | train MSE "
+        "| BLAS kernel |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for name, setting, key in rows:
         r = results.get(key)
         if r is None:
             continue
         if "timed_out" in r:
-            print(f"| {name} | {setting} | > {r['timed_out']:.0f} (timed out) | - | - | - |")
+            print(f"| {name} | {setting} | > {r['timed_out']:.0f} (timed out) | - | - | - | - |")
             continue
         steps = f" ({r['steps']} steps)" if "steps" in r else ""
         print(
             f"| {name} | {setting}{steps} | {r['seconds']:.1f} | {r['peak_bytes'] / gib:.2f} | "
-            f"{r['heldout_mse']:.4f} | {r['train_mse']:.4f} |"
+            f"{r['heldout_mse']:.4f} | {r['train_mse']:.4f} | {kernels(r)} |"
         )
     s = results.get("sklearn")
     if s and "timed_out" not in s:
@@ -361,23 +372,24 @@ def print_table(results: dict, args: argparse.Namespace) -> None:
             print(
                 f"| ratio faiss {n} iterations / sklearn | | {1 / speedup:.3f} ({speedup:.1f}x faster) | "
                 f"{f['peak_bytes'] / max(s['peak_bytes'], 1):.2f} | {ratio:.4f} | "
-                f"{f['train_mse'] / s['train_mse']:.4f} |"
+                f"{f['train_mse'] / s['train_mse']:.4f} | |"
             )
             met = "met" if speedup >= 10 and ratio <= 1.0 else "NOT met"
             verdicts.append(f"{n} iterations: {met} ({speedup:.1f}x, held-out inertia ratio {ratio:.4f})")
         print("\nTarget (faiss >= 10x faster than sklearn at equal or lower held-out inertia): " + "; ".join(verdicts))
     a = results["assign"]
-    print("\n| throughput | value |")
-    print("|---|---|")
+    print("\n| throughput | value | BLAS kernel |")
+    print("|---|---|---|")
     print(
         f"| label assignment (faiss IndexFlatL2.search, k={args.k}, D={args.dim}, {args.threads} threads) | "
-        f"{a['frames_per_second']:,.0f} frames/s ({a['frames_per_second'] / 50:,.0f} audio-s/s at 50 Hz) |"
+        f"{a['frames_per_second']:,.0f} frames/s ({a['frames_per_second'] / 50:,.0f} audio-s/s at 50 Hz) | "
+        f"{kernels(a)} |"
     )
     for threads in sorted({args.threads, 1}, reverse=True):
         d = results[f"dump{threads}"]
         print(
             f"| MFCC feature dumping (dump_features, {d['audio_seconds']:.0f} s of audio, {threads} torch thread(s)) | "
-            f"{d['audio_seconds_per_second']:.1f} audio-s/s |"
+            f"{d['audio_seconds_per_second']:.1f} audio-s/s | {kernels(d)} |"
         )
 
 

@@ -7,8 +7,11 @@ Every bad line is reported as `file:line`.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 PATH_COLUMN = "path"
 
@@ -80,3 +83,38 @@ def read_table(path: str | Path, *, check_files: bool = True) -> ProbeTable:
             if not table.audio_path(i).is_file():
                 raise ValueError(f"{table.where(i)}: audio file {table.audio_path(i)} does not exist")
     return table
+
+
+def read_trials(path: str | Path, table: ProbeTable) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A verification trial list in VoxCeleb's format, `label enroll test` per line (label 1: same speaker,
+    0: different), with both paths as the test table's `path` column writes them -> (i, j, targets).
+
+    An unknown path, a label other than 0/1 or a short line raises ValueError naming the file and line.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: cannot read the trial list ({getattr(err, 'strerror', None) or err})") from None
+    row_of = {os.path.normpath(p): i for i, p in enumerate(table.paths)}
+    enroll, test, targets = [], [], []
+    for number, line in enumerate(text.splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 3:
+            raise ValueError(f"{path}:{number}: expected `label enroll test`, got {len(fields)} fields")
+        label, *pair = fields
+        if label not in ("0", "1"):
+            raise ValueError(f"{path}:{number}: label {label!r} is not 1 (same speaker) or 0 (different)")
+        for name in pair:
+            if os.path.normpath(name) not in row_of:
+                raise ValueError(f"{path}:{number}: {name!r} is not a row of {table.source}")
+        enroll.append(row_of[os.path.normpath(pair[0])])
+        test.append(row_of[os.path.normpath(pair[1])])
+        targets.append(int(label))
+    if not targets:
+        raise ValueError(f"{path}: no trials")
+    if len(set(targets)) < 2:
+        raise ValueError(f"{path}: needs both target (1) and non-target (0) trials for an EER")
+    return np.array(enroll), np.array(test), np.array(targets, dtype=np.int64)

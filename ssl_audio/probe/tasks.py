@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from ssl_audio.demo.alignment import FRAME_WINDOW, frame_labels, load_alignments
-from ssl_audio.probe.data import PATH_COLUMN, ProbeTable, read_table
+from ssl_audio.probe.data import PATH_COLUMN, ProbeTable, read_table, read_trials
 from ssl_audio.probe.featurizer import Featurizer, table_features
 from ssl_audio.probe.heads import LinearProbe, ctc_greedy, fit, layer_stats, pad_frames, pool_mean, pool_mean_std
 from ssl_audio.probe.metrics import accuracy, cer, eer, macro_f1, min_dcf, recall_at_k, trial_pairs, wer
@@ -62,6 +62,7 @@ class ProbeConfig:
     c_miss: float = 1.0
     c_fa: float = 1.0
     max_trials: int | None = None  # verify: balanced random subset of this many trials; None: every pair
+    trials: str | None = None  # verify: a trial list (`label enroll test`, VoxCeleb's format) instead of pairs
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,6 +74,7 @@ class Targets:
     train: list[Any]  # class index, id list (ctc) or (T,) class array (frames) per training row
     test: list[Any]
     test_labels: list[str]  # test labels as written in the tsv (speakers, transcripts)
+    trials: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # verify: (enroll row, test row, target)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -129,7 +131,10 @@ def _speaker_targets(cfg: ProbeConfig, train: ProbeTable, test: ProbeTable) -> T
     if cfg.weighted and len(classes) < 2:
         raise ValueError(f"{train.source}: --weighted verify learns layer weights from >= 2 training speakers")
     train_codes = _class_index(train, column, classes, what="speaker") if cfg.weighted else []
-    return Targets(column=column, names=classes, train=train_codes, test=[], test_labels=speakers)
+    if cfg.trials is not None and cfg.max_trials is not None:
+        raise ValueError("give a trial list (--trials) or a number of random trials (--max-trials), not both")
+    trials = read_trials(cfg.trials, test) if cfg.trials is not None else None
+    return Targets(column=column, names=classes, train=train_codes, test=[], test_labels=speakers, trials=trials)
 
 
 def _ctc_targets(cfg: ProbeConfig, train: ProbeTable, test: ProbeTable) -> Targets:
@@ -270,7 +275,10 @@ def verify(
         e_train, e_test = e_train[:, 0], e_test[:, 0]  # (N, D)
     e_test = e_test - e_train.mean(axis=0)  # centring by the training mean removes what every utterance shares
     unit = e_test / np.maximum(np.linalg.norm(e_test, axis=1, keepdims=True), 1e-12)
-    i, j, trial_targets = trial_pairs(targets.test_labels, max_pairs=cfg.max_trials, seed=cfg.seed)
+    if targets.trials is not None:
+        i, j, trial_targets = targets.trials
+    else:
+        i, j, trial_targets = trial_pairs(targets.test_labels, max_pairs=cfg.max_trials, seed=cfg.seed)
     scores = (unit[i] * unit[j]).sum(axis=1)  # cosine similarity per trial
     rate, threshold = eer(scores, trial_targets)
     metrics = {

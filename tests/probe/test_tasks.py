@@ -15,6 +15,7 @@ from PIL import Image
 from ssl_audio.audio import SAMPLE_RATE
 from ssl_audio.cli import main
 from ssl_audio.demo.alignment import Alignment, write_alignments
+from ssl_audio.probe.data import read_table
 from ssl_audio.probe.featurizer import mfcc_featurizer
 from ssl_audio.probe.heads import LayerMix, ctc_greedy, layer_stats, pool_mean_std
 from ssl_audio.probe.report import compare_runs, plot_layers, results_markdown
@@ -296,3 +297,50 @@ def test_several_seeds_report_the_mean_and_std_of_single_seed_runs(corpus: Path,
     assert "| metric | mean of 3 seeds | std | seed 4 | seed 5 | seed 6 |" in markdown
     with pytest.raises(ValueError, match="seeds must be at least 1, got 0"):
         run_probe(replace(cfg, seeds=0), mfcc_featurizer())
+
+
+def _trial_lines(table_path: Path, pairs: list[tuple[int, int]]) -> list[str]:
+    table = read_table(table_path)
+    speakers = table.column("speaker")
+    return [f"{int(speakers[i] == speakers[j])} {table.paths[i]} {table.paths[j]}" for i, j in pairs]
+
+
+def test_verify_on_a_trial_list_scores_exactly_its_trials(corpus: Path, tmp_path: Path) -> None:
+    test_path = corpus / "speakers_test.tsv"
+    n = len(read_table(test_path))
+    every = [(i, j) for i in range(n) for j in range(i + 1, n)]
+    shuffled = [every[k] for k in np.random.default_rng(0).permutation(len(every))]
+    (tmp_path / "all.txt").write_text("\n".join(_trial_lines(test_path, shuffled)) + "\n")
+    pairs = run_probe(_cfg(corpus, "verify", "speakers"), mfcc_featurizer(), cache_dir=tmp_path)
+    listed = run_probe(
+        _cfg(corpus, "verify", "speakers", trials=str(tmp_path / "all.txt")), mfcc_featurizer(), cache_dir=tmp_path
+    )
+    assert listed["metrics"] == pytest.approx(pairs["metrics"], abs=1e-12)  # the same scores in another order
+    some = every[:40]  # rows 0 and 1 against all later rows, row 2 against 3..13: 6 of them target trials
+    (tmp_path / "some.txt").write_text("\n".join(_trial_lines(test_path, some)))
+    subset = run_probe(
+        _cfg(corpus, "verify", "speakers", trials=str(tmp_path / "some.txt")), mfcc_featurizer(), cache_dir=tmp_path
+    )
+    assert subset["details"]["trials"] == 40 and subset["details"]["target_trials"] == 6
+
+
+def test_bad_trial_lists_name_the_line(corpus: Path, tmp_path: Path) -> None:
+    test_path = corpus / "speakers_test.tsv"
+    good = _trial_lines(test_path, [(0, 1), (0, 5)])
+    cases = {
+        "missing.txt": (
+            [good[0], "1 nowhere.wav " + good[0].split()[2]],
+            r"missing\.txt:2: 'nowhere\.wav' is not a row",
+        ),
+        "label.txt": ([good[0], "2" + good[1][1:]], r"label\.txt:2: label '2' is not 1"),
+        "short.txt": (["1 a.wav"], r"short\.txt:1: expected `label enroll test`, got 2 fields"),
+        "one_kind.txt": ([good[0]], r"needs both target \(1\) and non-target \(0\) trials"),
+    }
+    for name, (lines, message) in cases.items():
+        (tmp_path / name).write_text("\n".join(lines) + "\n")
+        with pytest.raises(ValueError, match=message):
+            run_probe(_cfg(corpus, "verify", "speakers", trials=str(tmp_path / name)), mfcc_featurizer())
+    with pytest.raises(ValueError, match="not both"):
+        run_probe(
+            _cfg(corpus, "verify", "speakers", trials=str(tmp_path / "label.txt"), max_trials=5), mfcc_featurizer()
+        )
