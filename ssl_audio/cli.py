@@ -333,12 +333,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def error_line(err: BaseException) -> str | None:
+    """The one-line message of an error caused by bad input; None for anything else (a bug keeps its traceback)."""
+    if isinstance(err, ValueError):
+        text = str(err)
+    elif isinstance(err, OSError) and err.filename is not None:  # a named file that cannot be read or written
+        names = f"{err.filename} -> {err.filename2}" if err.filename2 is not None else str(err.filename)
+        text = f"{names}: {err.strerror or type(err).__name__}"
+    else:
+        return None
+    return " ".join(line.strip() for line in text.splitlines() if line.strip()) or type(err).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except ValueError as err:  # bad input: a clear message, not a traceback
-        print(f"ssl-audio {args.command}: error: {err}", file=sys.stderr)
+    except (ValueError, OSError) as err:  # bad input: a clear message, not a traceback
+        line = error_line(err)
+        if line is None:
+            raise
+        print(f"ssl-audio {args.command}: error: {line}", file=sys.stderr)
         return 2
     return 0
 

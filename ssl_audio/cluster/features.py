@@ -112,12 +112,35 @@ def dump_features(
     return stem.with_suffix(".json")
 
 
+SHARD_KEYS = ("source", "layer", "frame_rate", "dim", "lengths", "manifest", "shard", "num_shards")
+
+
+def read_shard_meta(path: Path) -> dict:
+    """One shard's JSON, checked to hold what reading needs; errors name the file (and the line)."""
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(
+            f"{path}:{err.lineno}: not valid JSON ({err.msg}, column {err.colno}); re-run dump-features for this shard"
+        ) from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text file; re-run dump-features for this shard") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(meta).__name__}")
+    missing = [key for key in SHARD_KEYS if key not in meta]
+    if missing:
+        raise ValueError(f"{path}: lacks {', '.join(map(repr, missing))}; re-run dump-features for this shard")
+    if not isinstance(meta["lengths"], list) or not all(isinstance(n, int) and n >= 0 for n in meta["lengths"]):
+        raise ValueError(f"{path}: 'lengths' must be a list of frame counts")
+    return meta
+
+
 class FeatureSet:
     """All shards of a dump, checked to be complete and consistent; frames are memory-mapped."""
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
-        metas = [json.loads(p.read_text()) for p in sorted(self.folder.glob("shard*of*.json"))]
+        metas = [read_shard_meta(p) for p in sorted(self.folder.glob("shard*of*.json"))]
         if not metas:
             raise ValueError(f"{self.folder}: no feature shards (run `ssl-audio dump-features`)")
         counts = {m["num_shards"] for m in metas}

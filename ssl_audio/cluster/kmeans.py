@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,10 +156,42 @@ def save_kmeans(path: str | Path, result: KMeansResult, features: FeatureSet) ->
 
 
 def load_kmeans(path: str | Path) -> tuple[faiss.Index, dict]:
+    """The centroid index and its sidecar, checked to agree; errors name the file and the reason."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: no k-means model (run `ssl-audio kmeans fit`)")
-    return faiss.read_index(str(path)), json.loads(Path(str(path) + ".json").read_text())
+    try:  # from bytes read here: an unreadable file is an OSError naming it, a damaged one faiss's RuntimeError
+        index = faiss.deserialize_index(np.frombuffer(path.read_bytes(), dtype=np.uint8))
+    except RuntimeError as err:
+        text = " ".join(str(err).split())
+        short = re.search(r"read error in .*?: (\d+) != (\d+)", text)
+        reason = (
+            f"it ends early: {short[1]} of {short[2]} bytes read" if short
+            else re.sub(r"^Error in .*? at \S+:\d+: ", "", text)  # faiss's C++ function and source line
+        )  # fmt: skip
+        raise ValueError(f"{path}: truncated or not a faiss index ({reason})") from None
+    meta = _read_sidecar(Path(str(path) + ".json"))
+    if index.ntotal != meta["k"] or index.d != meta["dim"]:
+        raise ValueError(
+            f"{path}: holds {index.ntotal} centroids of dimension {index.d}, but {path}.json says k={meta['k']}, "
+            f"dim={meta['dim']} (files from different fits?)"
+        )
+    return index, meta
+
+
+def _read_sidecar(path: Path) -> dict:
+    if not path.is_file():
+        raise ValueError(f"{path}: missing (kmeans fit writes it next to the model; re-run it)")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        where = f"{path}:{err.lineno}" if isinstance(err, json.JSONDecodeError) else str(path)
+        why = f"{err.msg}, column {err.colno}" if isinstance(err, json.JSONDecodeError) else "not UTF-8 text"
+        raise ValueError(f"{where}: not valid JSON ({why})") from None
+    missing = [key for key in ("k", "dim") if not isinstance(meta, dict) or not isinstance(meta.get(key), int)]
+    if missing:
+        raise ValueError(f"{path}: lacks the integer {' and '.join(map(repr, missing))} of the fit")
+    return meta
 
 
 def file_hash(path: str | Path) -> str:

@@ -78,14 +78,20 @@ def _write_rows(
 
 
 def read_header(path: str | Path) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as f:
-        first = f.readline()
+    try:
+        with open(path, encoding="utf-8") as f:
+            first = f.readline()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}:1: not a text label file") from None
     if not first.startswith("#"):
         raise ValueError(f"{path}:1: missing the '#{{...}}' label header")
     try:
-        return json.loads(first[1:])
+        header = json.loads(first[1:])
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}:1: label header is not JSON ({err})") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{path}:1: label header must be a JSON object")
+    return header
 
 
 def load_labels(path: str | Path, manifest: Manifest, *, name: str | None = None) -> FrameLabels:
@@ -122,3 +128,50 @@ def load_labels(path: str | Path, manifest: Manifest, *, name: str | None = None
 def label_classes(paths: Sequence[str | Path]) -> tuple[int, ...]:
     """k of each label file, from the headers."""
     return tuple(int(read_header(p)["k"]) for p in paths)
+
+
+# Header keys that must agree between the train and valid files of one label set: the number of classes, the
+# label rate and the k-means model that assigned them (compared only where both headers carry it).
+AGREEING_KEYS = ("k", "rate", "kmeans")
+
+
+def check_label_sets(train: Sequence[str | Path], valid: Sequence[str | Path] = ()) -> None:
+    """Refuse, before any training, label files that cannot belong to one run.
+
+    `train[i]` and `valid[i]` are label set i for train.tsv and valid.tsv. Every header must carry k and rate;
+    all label sets must share one rate (one frame grid); within a set, train and valid must agree on k, rate
+    and the k-means hash. Errors name both files.
+    """
+    if valid and len(valid) != len(train):
+        raise ValueError(
+            f"data.valid_labels names {len(valid)} label files, data.train_labels {len(train)}: give one valid file "
+            "per label set, in the same order"
+        )
+    headers = {}
+    for path in (*train, *valid):
+        header = read_header(path)
+        for key in ("k", "rate"):
+            if not isinstance(header.get(key), (int, float)) or isinstance(header.get(key), bool):
+                raise ValueError(f"{path}:1: label header lacks a number {key!r}")
+        headers[str(path)] = header
+    first = train[0] if train else None
+    for path in train[1:]:
+        if float(headers[str(path)]["rate"]) != float(headers[str(first)]["rate"]):
+            raise ValueError(
+                f"{path}: labels at {headers[str(path)]['rate']:g} Hz, but {first} at {headers[str(first)]['rate']:g} "
+                "Hz: all label sets of a run share one label rate"
+            )
+    for set_index, (train_path, valid_path) in enumerate(zip(train, valid)):
+        ours, theirs = headers[str(train_path)], headers[str(valid_path)]
+        for key in AGREEING_KEYS:
+            if key in ours and key in theirs and _differ(ours[key], theirs[key]):
+                raise ValueError(
+                    f"{valid_path}: {key}={theirs[key]} but {train_path} has {key}={ours[key]} (label set "
+                    f"{set_index}): valid labels must come from the k-means model of the train labels"
+                )
+
+
+def _differ(a: Any, b: Any) -> bool:
+    """Header values that differ: numbers by value (50 == 50.0), anything else as written."""
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (a, b))
+    return float(a) != float(b) if numbers else a != b

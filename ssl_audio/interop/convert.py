@@ -21,6 +21,7 @@ import yaml
 from torch import Tensor, nn
 
 from ssl_audio.config import Config, ModelConfig, from_dict, to_dict
+from ssl_audio.interop.unpickle import load_torch_file
 from ssl_audio.models.hubert import HubertConfig
 from ssl_audio.models.wav2vec2 import Wav2Vec2Config
 from ssl_audio.train.families import FAMILIES, family_config
@@ -153,7 +154,7 @@ def read_step_folder(path: Path) -> Imported:
     return Imported(family=cfg.model.family, config=family_cfg, state=checkpoint.model_state, source=str(path))
 
 
-def _read_torchaudio(path: Path, builder: str | None) -> Imported:
+def _read_torchaudio(path: Path, builder: str | None, *, trust_pickle: bool = False) -> Imported:
     """A state dict saved from a torchaudio model (`torch.save(model.state_dict(), path)`) and its builder name."""
     import torchaudio.models
 
@@ -163,10 +164,7 @@ def _read_torchaudio(path: Path, builder: str | None) -> Imported:
     builders = [n for n in builders if n not in ("wav2vec2_model", "hubert_pretrain_model", "wavlm_model")]
     if builder not in builders:
         raise ValueError(f"{path}: --builder must name the torchaudio builder of the state dict, one of {builders}")
-    try:
-        theirs = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # weights_only refuses anything but tensors and containers
-        raise ValueError(f"{path}: not a readable torchaudio state dict ({type(err).__name__}: {err})") from None
+    theirs = load_torch_file(path, trust_pickle=trust_pickle)  # weights_only: tensors and containers only
     if not isinstance(theirs, dict):
         raise ValueError(f"{path}: expected a state dict, got {type(theirs).__name__}")
     head = tuple(k for k in theirs if k.startswith("aux."))  # a fine-tuned CTC head
@@ -208,7 +206,7 @@ def read(src: Path, source: str, *, builder: str | None = None, trust_pickle: bo
 
         return read_hf(src)
     if source == "torchaudio":
-        return _read_torchaudio(src, builder)
+        return _read_torchaudio(src, builder, trust_pickle=trust_pickle)
     if source == "ssl_audio":
         return read_step_folder(src)
     raise ValueError(f"--from must be one of {list(SOURCES)}, got {source!r}")

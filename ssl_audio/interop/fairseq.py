@@ -16,9 +16,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import contextlib
-import importlib.util
-import pickle
 import re
 from collections.abc import Mapping
 from dataclasses import replace
@@ -30,6 +27,7 @@ import torch
 from torch import Tensor
 
 from ssl_audio.interop.convert import Imported, KeyTable, gather, translate
+from ssl_audio.interop.unpickle import load_torch_file
 from ssl_audio.models.encoder import EncoderConfig
 from ssl_audio.train.families import FAMILIES
 
@@ -44,7 +42,6 @@ SAFE_GLOBALS: list[Any] = [
     *(type(np.dtype(name)) for name in ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8")),
     type(np.dtype("bool")),
 ]
-_SAFE_NAMES = {g[1] if isinstance(g, tuple) else f"{g.__module__}.{g.__qualname__}" for g in SAFE_GLOBALS}
 FINETUNED_PREFIX = "w2v_encoder.w2v_model."
 DEFAULT_CONV_LAYERS = "[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2"  # fairseq's default
 
@@ -84,39 +81,10 @@ def load_checkpoint(path: str | Path, *, trust_pickle: bool = False) -> dict[str
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: no such checkpoint file")
-    if trust_pickle:
-        try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-        except ModuleNotFoundError as err:
-            raise ValueError(f"{path}: unpickling it needs the module {err.name!r}, which is not installed") from None
-    else:
-        try:
-            with torch.serialization.safe_globals(SAFE_GLOBALS):
-                checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as err:
-            raise ValueError(_refusal(path, err)) from None
+    checkpoint = load_torch_file(path, trust_pickle=trust_pickle, safe_globals=SAFE_GLOBALS)
     if not isinstance(checkpoint, dict) or "model" not in checkpoint:
         raise ValueError(f"{path}: not a fairseq checkpoint (expected a dict with a 'model' state dict)")
     return checkpoint
-
-
-def _refusal(path: Path, err: Exception) -> str:
-    """Why a checkpoint was refused, naming the types it wants to load."""
-    found = re.findall(r"GLOBAL ([\w.]+)|got <class '([\w.]+)'>", str(err))
-    found = [a or b for a, b in found]
-    with contextlib.suppress(Exception):  # every unsafe global at once, where torch can list them (zip files)
-        found += [g for g in torch.serialization.get_unsafe_globals_in_checkpoint(path) if g not in _SAFE_NAMES]
-    names = ", ".join(dict.fromkeys(found)) or str(err).splitlines()[0]
-    message = (
-        f"{path}: refused to unpickle {names}: loading it could run code. If you trust the file, pass "
-        f"--trust-pickle (convert(..., trust_pickle=True))"
-    )
-    if any(name.startswith("omegaconf") for name in found):
-        message += (
-            "; its config is an omegaconf object (fairseq Hydra checkpoints), so unpickling it also needs omegaconf"
-            + ("" if importlib.util.find_spec("omegaconf") else ", which is not installed")
-        )
-    return message
 
 
 def _plain(value: Any) -> Any:

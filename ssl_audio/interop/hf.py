@@ -20,13 +20,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from ssl_audio.audio import SAMPLE_RATE
 from ssl_audio.config import ModelConfig, to_dict
 from ssl_audio.interop.convert import Imported, KeyTable, gather, translate
+from ssl_audio.interop.unpickle import load_torch_file
 from ssl_audio.models.encoder import EncoderConfig
 from ssl_audio.train.families import FAMILIES, family_config
 
@@ -91,7 +92,7 @@ def _read_weights(folder: Path) -> dict[str, Tensor]:
     """model.safetensors, pytorch_model.bin, or their sharded index."""
     for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
         if (folder / index_name).is_file():
-            index = json.loads((folder / index_name).read_text(encoding="utf-8"))
+            index = _read_index(folder / index_name)
             state: dict[str, Tensor] = {}
             for shard in sorted(set(index["weight_map"].values())):
                 state.update(_read_file(folder / shard))
@@ -102,13 +103,27 @@ def _read_weights(folder: Path) -> dict[str, Tensor]:
     raise ValueError(f"{folder}: no model.safetensors or pytorch_model.bin")
 
 
+def _read_index(path: Path) -> dict[str, Any]:
+    """A sharded checkpoint's index: {"weight_map": {parameter: shard file}}."""
+    try:
+        index = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}:{err.lineno}: not valid JSON ({err.msg}, column {err.colno})") from None
+    if not isinstance(index, dict) or not isinstance(index.get("weight_map"), dict):
+        raise ValueError(f"{path}: lacks the 'weight_map' of parameters to shard files")
+    return index
+
+
 def _read_file(path: Path) -> dict[str, Tensor]:
     if path.suffix == ".safetensors":
-        return load_file(path)
-    try:  # weights_only: a .bin is a pickle, and it must not run code
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(f"{path}: refused or unreadable ({type(err).__name__}: {err})") from None
+        try:
+            return load_file(path)
+        except SafetensorError as err:  # truncated, or not safetensors at all
+            raise ValueError(f"{path}: truncated or not a safetensors file ({err})") from None
+    state = load_torch_file(path)  # weights_only: a .bin is a pickle, and it must not run code
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}")
+    return state
 
 
 def _modern_weight_norm(state: dict[str, Tensor]) -> dict[str, Tensor]:

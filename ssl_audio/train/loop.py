@@ -23,7 +23,7 @@ from accelerate.utils import DistributedDataParallelKwargs, gather_object
 from ssl_audio.audio import SAMPLE_RATE
 from ssl_audio.config import Config, save_config, to_dict
 from ssl_audio.data.collate import Batch
-from ssl_audio.data.labels import label_classes, load_labels, read_header
+from ssl_audio.data.labels import check_label_sets, label_classes, load_labels, read_header
 from ssl_audio.data.loader import ResumableLoader, make_loader, set_epoch
 from ssl_audio.data.manifest import load_manifest
 from ssl_audio.data.mixing import Mixer
@@ -65,10 +65,11 @@ def with_label_shapes(cfg: Config) -> Config:
         return cfg
     if not cfg.data.train_labels:
         raise ValueError(f"model.family={cfg.model.family} needs data.train_labels (see `ssl-audio kmeans assign`)")
-    rates = {float(read_header(p)["rate"]) for p in cfg.data.train_labels}
-    if len(rates) != 1:
-        raise ValueError(f"data.train_labels have different label rates {sorted(rates)}")
-    shapes = {"num_classes": list(label_classes(cfg.data.train_labels)), "label_rate": rates.pop()}
+    # Every label file's header, train and valid, before any training: a mismatch would surface only at the
+    # first validation, or not at all (labels of another k-means model give a plausible but wrong valid loss).
+    check_label_sets(cfg.data.train_labels, cfg.data.valid_labels)
+    rate = float(read_header(cfg.data.train_labels[0])["rate"])  # one rate for all sets, checked above
+    shapes = {"num_classes": list(label_classes(cfg.data.train_labels)), "label_rate": rate}
     return replace(cfg, model=replace(cfg.model, config={**cfg.model.config, **shapes}))
 
 
