@@ -113,9 +113,10 @@ def test_noise_matches_pyloudnorm(rate: int, colour: str, rms_db: float) -> None
 
 
 def test_noise_level_moves_loudness_by_the_same_amount() -> None:
-    # a gain of g dB moves every block by g dB: while no block is gated, loudness follows exactly
+    # a gain of g dB moves every block by g dB: while no block is gated, loudness follows exactly. float32(0.1)
+    # is 0.1 to 1.5e-8 relative (1.3e-7 dB) and each product rounds by <= 2^-24 (<= 5.2e-7 LU in all)
     wave = noise(16_000, 3.0, -20.0, "pink")
-    assert measure(wave * np.float32(0.1), 16_000) - measure(wave, 16_000) == pytest.approx(-20.0, abs=1e-5)
+    assert measure(wave * np.float32(0.1), 16_000) - measure(wave, 16_000) == pytest.approx(-20.0, abs=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -181,3 +182,9 @@ def test_silence_and_clips_below_the_absolute_gate_read_minus_infinity() -> None
 def test_bad_shapes_raise_value_error(shape: tuple[int, ...], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         integrated_loudness(torch.zeros(shape), 16_000)
+
+
+def test_a_rate_below_the_shelf_corner_is_refused() -> None:
+    # the shelf's corner is 1682 Hz: a 3 kHz signal (Nyquist 1.5 kHz) cannot be K-weighted
+    with pytest.raises(ValueError, match="a 3000 Hz rate cannot hold the K-weighting corner at 1682 Hz"):
+        integrated_loudness(torch.ones(3000), 3000)
