@@ -13,15 +13,14 @@ from pathlib import Path
 
 import soundfile as sf
 import torch
-import torchaudio.functional as AF
 import torchaudio.transforms as AT
 
 from ssl_audio.audio_formats import AUDIO_EXTENSIONS  # noqa: F401  (re-exported: the one list of extensions)
+from ssl_audio.loudness import integrated_loudness
 
 SAMPLE_RATE = 16_000  # Hz: the rate every model in ssl_audio consumes
 MIN_SAMPLES = 400  # receptive field of the conv extractor at 16 kHz (25 ms): one output frame
 SILENT_PEAK_DB = -80.0  # dBFS: a file whose peak stays below this is treated as all silent
-LOUDNESS_BLOCK_SECONDS = 0.4  # BS.1770 gating block; shorter clips are tiled to this length to be measured
 
 
 class AudioError(ValueError):
@@ -120,11 +119,11 @@ def load_audio(
 
 
 def loudness(wave: torch.Tensor, sample_rate: int = SAMPLE_RATE) -> float:
-    """Integrated loudness in LUFS (ITU-R BS.1770-4, torchaudio). Clips under 0.4 s are tiled to 0.4 s."""
-    block = math.ceil(LOUDNESS_BLOCK_SECONDS * sample_rate)
-    if wave.shape[-1] < block:  # the gated measure needs one full block; tiling keeps the mean square
-        wave = wave.repeat(math.ceil(block / wave.shape[-1]))[:block]
-    return float(AF.loudness(wave.reshape(1, -1).double(), sample_rate))
+    """Integrated loudness in LUFS (ITU-R BS.1770-4, see ssl_audio/loudness.py); -inf for silence.
+
+    A clip shorter than one 400 ms gating block is measured as one block over its whole length.
+    """
+    return integrated_loudness(wave, sample_rate)
 
 
 def normalize_loudness(

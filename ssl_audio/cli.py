@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -60,10 +62,20 @@ def _data_pass(args: argparse.Namespace) -> None:
 
 
 def _pretrain(args: argparse.Namespace) -> None:
-    from ssl_audio.config import load_config
+    from ssl_audio.config import load_config, to_dict
     from ssl_audio.train.loop import train
 
     cfg = load_config(args.recipe, args.overrides)
+    if args.print_config:
+        import yaml
+
+        from ssl_audio.train.families import family_config
+        from ssl_audio.train.loop import with_label_shapes
+
+        cfg = with_label_shapes(cfg)  # what training would write to run_dir/config.yaml
+        family_config(cfg.model)  # a bad model.config key fails here as it would in training
+        print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+        return
     result = train(cfg, resume=args.resume)
     summary = f"pretrain: {result.step} updates ({result.skipped} skipped)"
     if result.losses:
@@ -179,13 +191,41 @@ def _convert(args: argparse.Namespace) -> None:
         print(f"note: {note}")
 
 
+class _CommandParser(argparse.ArgumentParser):
+    """A command's parser. With `intermixed`, options may come between and after KEY=VALUE overrides
+    (`pretrain R.yaml --resume auto optim.lr=1e-4`): plain argparse fills a nargs='*' positional only from
+    the words before the first option and calls the later ones unrecognized."""
+
+    intermixed = False
+    _parsing = False  # Python 3.11's intermixed parse calls parse_known_args itself, twice
+
+    def parse_known_args(
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        if not self.intermixed or self._parsing:
+            return super().parse_known_args(args, namespace)
+        self._parsing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._parsing = False
+
+
+def _package_version() -> str:
+    try:
+        return importlib.metadata.version("ssl_audio")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never pip-installed
+        return "unknown (not installed: pip install -e .)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ssl-audio",
         description="Self-supervised audio pretraining (wav2vec 2.0, HuBERT, WavLM): data, training, clustering, "
         "probing, conversion. `ssl-audio COMMAND --help` describes each command.",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"ssl-audio {_package_version()}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_CommandParser)
 
     p = commands.add_parser("manifest", help="scan audio folders into train.tsv / valid.tsv manifests")
     from ssl_audio.audio_formats import AUDIO_EXTENSIONS  # no torch: keeps --help fast
@@ -205,8 +245,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("data-pass", help="one timed pass over a recipe's training batches")
     p.add_argument("recipe", help="YAML recipe (see recipes/)")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. data.max_samples=32000")
+    p.add_argument(
+        "overrides", nargs="*", default=(), metavar="KEY=VALUE", help="dotted overrides, e.g. data.max_samples=32000"
+    )
     p.add_argument("--max-batches", type=int, default=None, help="stop after this many batches")
+    p.intermixed = True
     p.set_defaults(func=_data_pass)
 
     p = commands.add_parser(
@@ -215,11 +258,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Many processes: accelerate launch -m ssl_audio.cli pretrain RECIPE.yaml ...",
     )
     p.add_argument("recipe", help="YAML recipe (see recipes/)")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. optim.lr=1e-4")
+    p.add_argument("overrides", nargs="*", default=(), metavar="KEY=VALUE", help="dotted overrides, e.g. optim.lr=1e-4")
     p.add_argument(
         "--resume", default=None, metavar="auto|STEP_DIR",
         help="auto: newest complete checkpoint in run_dir (broken ones skipped); or a step folder",
     )  # fmt: skip
+    p.add_argument(
+        "--print-config", action="store_true",
+        help="print the resolved config (as run_dir/config.yaml would hold it) and exit: nothing is trained or written",
+    )  # fmt: skip
+    p.intermixed = True
     p.set_defaults(func=_pretrain)
 
     p = commands.add_parser("dump-features", help="MFCC or layer-L features of a manifest, for k-means (sharded)")
@@ -260,7 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("hubert-iterate", help="HuBERT's rounds: features, k-means, labels, pretraining")
     p.add_argument("recipe", help="YAML with run_dir, pretrain (a recipe) and iterations")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    p.add_argument("overrides", nargs="*", default=(), metavar="KEY=VALUE")
+    p.intermixed = True
     p.set_defaults(func=_hubert_iterate)
 
     p = commands.add_parser(

@@ -5,7 +5,8 @@
   and the trial list those are computed over. A trial is accepted when ``score >= threshold``;
   targets are 1 for same-speaker trials, 0 otherwise.
 - retrieval: Recall@K under cosine similarity.
-- recognition: Levenshtein distance, WER and CER.
+- recognition: Levenshtein distance, WER and CER with their substitution / deletion / insertion counts
+  (jiwer's alignment, with none of jiwer's default text normalisation).
 
 Shapes: N items / trials, D embedding dimension, C classes.
 """
@@ -13,7 +14,9 @@ Shapes: N items / trials, D embedding dimension, C classes.
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Sequence
+from dataclasses import dataclass
 
+import jiwer
 import numpy as np
 
 RETRIEVAL_CHUNK = 1024  # query rows per similarity block: 1024 x N floats stays small for N up to ~10^5
@@ -297,27 +300,45 @@ def recall_at_k(
 # ---------------------------------------------------------------- recognition
 
 
-def edit_distance(ref: Sequence[Hashable], hyp: Sequence[Hashable]) -> int:
-    """Levenshtein distance with unit substitution, insertion and deletion costs."""
-    codes = _codes([*ref, *hyp])
-    a, b = codes[: len(ref)], codes[len(ref) :]
-    if a.size > b.size:  # the distance is symmetric; loop over the shorter sequence
-        a, b = b, a
-    if a.size == 0:
-        return int(b.size)
-    offsets = np.arange(b.size + 1)
-    row = offsets.copy()  # distances from the empty prefix of a to every prefix of b
-    for i, token in enumerate(a, start=1):
-        new = np.empty_like(row)
-        new[0] = i
-        new[1:] = np.minimum(row[:-1] + (b != token), row[1:] + 1)  # substitute/match, or delete
-        # insertions chain along the row: new[j] = min over m <= j of new[m] + (j - m)
-        row = np.minimum.accumulate(new - offsets) + offsets
-    return int(row[-1])
+@dataclass(frozen=True, kw_only=True)
+class EditCounts:
+    """Totals of a minimal alignment of hypotheses to references (jiwer's, over all utterances).
+
+    hits + substitutions + deletions is the reference length, hits + substitutions + insertions the
+    hypothesis length, and substitutions + deletions + insertions the Levenshtein distance. Which of
+    several minimal alignments splits the distance into S, D and I is jiwer's (rapidfuzz's) choice.
+    """
+
+    hits: int
+    substitutions: int
+    deletions: int
+    insertions: int
+
+    @property
+    def errors(self) -> int:
+        return self.substitutions + self.deletions + self.insertions
+
+    @property
+    def reference_length(self) -> int:
+        return self.hits + self.substitutions + self.deletions
+
+    @property
+    def rate(self) -> float:
+        """Errors over reference length (can exceed 1)."""
+        return self.errors / self.reference_length
 
 
-def error_rate(refs: Sequence[Sequence[Hashable]], hyps: Sequence[Sequence[Hashable]]) -> float:
-    """Corpus error rate: total edit distance over total reference length (can exceed 1)."""
+_SPLIT_ON_SPACES = jiwer.ReduceToListOfListOfWords()  # no other normalisation: jiwer's defaults strip
+_EACH_CHARACTER = jiwer.ReduceToListOfListOfChars()
+
+
+def _jiwer_counts(refs: list[str], hyps: list[str], transform: jiwer.AbstractTransform) -> EditCounts:
+    out = jiwer.process_words(refs, hyps, reference_transform=transform, hypothesis_transform=transform)
+    counts = {name: getattr(out, name) for name in ("hits", "substitutions", "deletions", "insertions")}
+    return EditCounts(**counts)
+
+
+def _check_pairs(refs: Sequence[Sequence[Hashable]], hyps: Sequence[Sequence[Hashable]]) -> None:
     if len(refs) != len(hyps):
         raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses")
     if len(refs) == 0:
@@ -325,8 +346,27 @@ def error_rate(refs: Sequence[Sequence[Hashable]], hyps: Sequence[Sequence[Hasha
     for index, ref in enumerate(refs):
         if len(ref) == 0:
             raise ValueError(f"reference {index} is empty")
-    errors = sum(edit_distance(ref, hyp) for ref, hyp in zip(refs, hyps))
-    return errors / sum(len(ref) for ref in refs)
+
+
+def edit_counts(refs: Sequence[Sequence[Hashable]], hyps: Sequence[Sequence[Hashable]]) -> EditCounts:
+    """Corpus hits, substitutions, deletions and insertions for utterances of any hashable tokens."""
+    _check_pairs(refs, hyps)
+    codes = [str(code) for code in _codes(token for utterance in (*refs, *hyps) for token in utterance)]
+    bounds = np.cumsum([0, *(len(utterance) for utterance in (*refs, *hyps))])
+    joined = [" ".join(codes[start:end]) for start, end in zip(bounds[:-1], bounds[1:])]  # codes hold no spaces
+    return _jiwer_counts(joined[: len(refs)], joined[len(refs) :], _SPLIT_ON_SPACES)
+
+
+def edit_distance(ref: Sequence[Hashable], hyp: Sequence[Hashable]) -> int:
+    """Levenshtein distance with unit substitution, insertion and deletion costs."""
+    if len(ref) == 0:
+        return len(hyp)
+    return edit_counts([ref], [hyp]).errors
+
+
+def error_rate(refs: Sequence[Sequence[Hashable]], hyps: Sequence[Sequence[Hashable]]) -> float:
+    """Corpus error rate: total edit distance over total reference length (can exceed 1)."""
+    return edit_counts(refs, hyps).rate
 
 
 def _check_utterances(refs: Sequence[str], hyps: Sequence[str]) -> None:
@@ -334,13 +374,26 @@ def _check_utterances(refs: Sequence[str], hyps: Sequence[str]) -> None:
         raise ValueError("refs and hyps must be sequences of utterances, not a single string")
 
 
+def word_errors(refs: Sequence[str], hyps: Sequence[str]) -> EditCounts:
+    """Word-level counts; words are split on whitespace, with no other normalisation."""
+    _check_utterances(refs, hyps)
+    refs, hyps = [" ".join(ref.split()) for ref in refs], [" ".join(hyp.split()) for hyp in hyps]
+    _check_pairs(refs, hyps)
+    return _jiwer_counts(refs, hyps, _SPLIT_ON_SPACES)
+
+
+def char_errors(refs: Sequence[str], hyps: Sequence[str]) -> EditCounts:
+    """Character-level counts over the strings as given: spaces count as characters, nothing is normalised."""
+    _check_utterances(refs, hyps)
+    _check_pairs(refs, hyps)
+    return _jiwer_counts(list(refs), list(hyps), _EACH_CHARACTER)
+
+
 def wer(refs: Sequence[str], hyps: Sequence[str]) -> float:
     """Word error rate; words are split on whitespace, with no other normalisation."""
-    _check_utterances(refs, hyps)
-    return error_rate([ref.split() for ref in refs], [hyp.split() for hyp in hyps])
+    return word_errors(refs, hyps).rate
 
 
 def cer(refs: Sequence[str], hyps: Sequence[str]) -> float:
     """Character error rate over the strings as given: spaces count as characters, nothing is normalised."""
-    _check_utterances(refs, hyps)
-    return error_rate([list(ref) for ref in refs], [list(hyp) for hyp in hyps])
+    return char_errors(refs, hyps).rate

@@ -30,7 +30,7 @@ from ssl_audio.demo.alignment import FRAME_WINDOW, frame_labels, load_alignments
 from ssl_audio.probe.data import PATH_COLUMN, ProbeTable, read_table, read_trials
 from ssl_audio.probe.featurizer import Featurizer, table_features
 from ssl_audio.probe.heads import LinearProbe, ctc_greedy, fit, layer_stats, pad_frames, pool_mean, pool_mean_std
-from ssl_audio.probe.metrics import accuracy, cer, eer, macro_f1, min_dcf, recall_at_k, trial_pairs, wer
+from ssl_audio.probe.metrics import accuracy, char_errors, eer, macro_f1, min_dcf, recall_at_k, trial_pairs, word_errors
 
 TASKS = ("classify", "verify", "ctc", "frames")
 HEADLINE = {"classify": "accuracy", "verify": "eer", "ctc": "cer", "frames": "accuracy"}  # the per-layer plot's metric
@@ -318,9 +318,12 @@ def ctc(
             for row, n in zip(best, lengths.tolist()):
                 hypotheses.append("".join(targets.names[c - 1] for c in ctc_greedy(row[:n])))
     refs = targets.test_labels
-    metrics = {"cer": cer(refs, hypotheses), "wer": wer(refs, hypotheses)}
+    chars, words = char_errors(refs, hypotheses), word_errors(refs, hypotheses)
+    metrics = {"cer": chars.rate, "wer": words.rate}
     examples = [{"ref": r, "hyp": h} for r, h in zip(refs[:5], hypotheses[:5])]
-    return Outcome(metrics=metrics, losses=losses, details={"examples": examples}, layer_weights=_weights(head, mean))
+    # hits, substitutions, deletions, insertions: what kind of errors the rates are made of
+    details = {"examples": examples, "cer_counts": dataclasses.asdict(chars), "wer_counts": dataclasses.asdict(words)}
+    return Outcome(metrics=metrics, losses=losses, details=details, layer_weights=_weights(head, mean))
 
 
 def frames(

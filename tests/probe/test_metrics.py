@@ -9,8 +9,11 @@ from sklearn.metrics import accuracy_score, f1_score, roc_curve
 
 from ssl_audio.probe import metrics
 from ssl_audio.probe.metrics import (
+    EditCounts,
     accuracy,
     cer,
+    char_errors,
+    edit_counts,
     edit_distance,
     eer,
     error_rate,
@@ -20,6 +23,7 @@ from ssl_audio.probe.metrics import (
     roc_curve_points,
     trial_pairs,
     wer,
+    word_errors,
 )
 
 # ---------------------------------------------------------------- classification
@@ -266,6 +270,60 @@ def test_wer_and_cer_hand_cases() -> None:
     # but it does for CER: "a dog" -> "a  dog " is 2 insertions; "hello world" -> "hello" is 6 deletions
     assert cer(refs, hyps) == pytest.approx((6 + 2 + 6) / (11 + 5 + 11))
     assert wer(["a b"], ["c d e f"]) == pytest.approx(2.0)  # an error rate can exceed 1
+
+
+def test_substitution_deletion_insertion_counts_by_hand() -> None:
+    # each of these has a single minimal alignment, so the split into S, D, I is fixed
+    refs = ["the cat sat", "a dog", "hello world"]
+    hyps = ["the bat sat down", "a  dog ", "hello"]
+    # words: cat/bat substituted, down inserted | a dog matched | world deleted
+    assert word_errors(refs, hyps) == EditCounts(hits=5, substitutions=1, deletions=1, insertions=1)
+    # characters: c/b substituted, " down" inserted | " " and trailing " " inserted | " world" deleted
+    assert char_errors(refs, hyps) == EditCounts(hits=10 + 5 + 5, substitutions=1, deletions=6, insertions=5 + 2)
+    counts = word_errors(["a b c d"], ["a x c"])  # b -> x, d deleted
+    assert (counts.substitutions, counts.deletions, counts.insertions, counts.hits) == (1, 1, 0, 2)
+    assert counts.errors == 2 and counts.reference_length == 4 and counts.rate == 0.5
+    # tabs and newlines split words like spaces do, and never count as words
+    assert word_errors(["a\tb\nc"], [" a  b c "]) == EditCounts(hits=3, substitutions=0, deletions=0, insertions=0)
+    assert edit_counts([[1, 2, 3]], [[3, 1, 2, 3, 4]]) == EditCounts(hits=3, substitutions=0, deletions=0, insertions=2)
+
+
+def numpy_levenshtein(ref: list, hyp: list) -> int:
+    """The edit distance ssl_audio had before jiwer (a numpy row recursion): the oracle for the new one."""
+    index: dict = {}
+    codes = np.array([index.setdefault(token, len(index)) for token in [*ref, *hyp]], dtype=np.int64)
+    a, b = codes[: len(ref)], codes[len(ref) :]
+    if a.size > b.size:
+        a, b = b, a
+    if a.size == 0:
+        return int(b.size)
+    offsets = np.arange(b.size + 1)
+    row = offsets.copy()
+    for i, token in enumerate(a, start=1):
+        new = np.empty_like(row)
+        new[0] = i
+        new[1:] = np.minimum(row[:-1] + (b != token), row[1:] + 1)
+        row = np.minimum.accumulate(new - offsets) + offsets
+    return int(row[-1])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_counts_agree_with_the_old_edit_distance_on_random_strings(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    alphabet = np.array(list("ab c"))  # few symbols and spaces: many ties between alignments
+    refs = ["".join(rng.choice(alphabet, rng.integers(1, 30))) for _ in range(60)]
+    hyps = ["".join(rng.choice(alphabet, rng.integers(0, 30))) for _ in range(60)]
+    refs = [ref if ref.split() else ref + "a" for ref in refs]  # every reference holds a word
+    chars = char_errors(refs, hyps)
+    assert chars.errors == sum(numpy_levenshtein(list(r), list(h)) for r, h in zip(refs, hyps))
+    assert chars.reference_length == sum(map(len, refs))
+    assert chars.hits + chars.substitutions + chars.insertions == sum(map(len, hyps))
+    words = word_errors(refs, hyps)
+    assert words.errors == sum(numpy_levenshtein(r.split(), h.split()) for r, h in zip(refs, hyps))
+    assert words.reference_length == sum(len(r.split()) for r in refs)
+    assert words.hits + words.substitutions + words.insertions == sum(len(h.split()) for h in hyps)
+    assert wer(refs, hyps) == words.errors / words.reference_length
+    assert cer(refs, hyps) == chars.errors / chars.reference_length
 
 
 def test_error_rate_errors() -> None:

@@ -135,6 +135,13 @@ def test_ctc_learns_tone_letters(corpus: Path, tmp_path: Path) -> None:
     assert results["losses"][-1] < 0.5 * results["losses"][0]
     assert results["metrics"]["cer"] < 0.1, results["details"]["examples"]
     assert set(results["metrics"]) == {"cer", "wer"}
+    # the S/D/I counts behind each rate: reference lengths from the test table, rates from the counts
+    texts = [line.split("\t")[-1] for line in (corpus / "letters_test.tsv").read_text().splitlines()[1:]]
+    for metric, reference_length in (("cer", sum(map(len, texts))), ("wer", len(texts))):  # one word per line
+        c = results["details"][f"{metric}_counts"]
+        assert c["hits"] + c["substitutions"] + c["deletions"] == reference_length
+        errors = c["substitutions"] + c["deletions"] + c["insertions"]
+        assert errors / reference_length == pytest.approx(results["metrics"][metric], rel=1e-12)
 
 
 def test_frames_against_synthetic_alignments(corpus: Path, tmp_path: Path) -> None:
