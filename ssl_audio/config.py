@@ -18,6 +18,14 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
+from ssl_audio.checks import (
+    FieldError,
+    require_count,
+    require_non_negative,
+    require_positive,
+    require_probability,
+    require_range,
+)
 from ssl_audio.data.mixing import MixingConfig
 from ssl_audio.train.schedule import ScheduleConfig
 
@@ -55,6 +63,12 @@ class DataConfig:
     valid_labels: tuple[str, ...] = ()  # the same label sets for valid.tsv
     mixing: MixingConfig = field(default_factory=MixingConfig)  # WavLM's denoising mixtures (training only)
 
+    def __post_init__(self) -> None:
+        require_count(self, "max_samples")
+        require_count(self, "num_buckets", "num_workers", minimum=0)
+        require_positive(self, "max_batch_seconds")
+        require_range(self, "target_lufs", low=-70, high=0)  # -70 LUFS is the absolute gate of ITU-R BS.1770
+
 
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig:
@@ -74,6 +88,11 @@ class OptimConfig:
     eps: float = 1e-6
     weight_decay: float = 0.01  # not applied to norms, biases and other vectors
     clip_norm: float = 10.0  # HuBERT BASE 10; 0 disables clipping (the norm is still measured)
+
+    def __post_init__(self) -> None:
+        require_positive(self, "lr", "eps")
+        require_range(self, "betas", low=0, high=1, high_open=True)
+        require_non_negative(self, "weight_decay", "clip_norm")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,6 +115,13 @@ class TrainConfig:
     max_bad_updates: int = 20  # consecutive skipped (non-finite) updates before the run stops
     perplexity_warn_below: float = 0.02  # warn when code perplexity < this fraction of G*V (collapse)
     chance_warn_after: int = 2000  # warn when masked accuracy is still near chance after this many updates
+
+    def __post_init__(self) -> None:
+        require_count(self, "max_updates", "max_epochs", "stop_at", "grad_accum", "valid_every", "valid_max_batches")
+        require_count(self, "save_every", "keep_last", "log_every", "max_bad_updates")
+        require_count(self, "chance_warn_after", minimum=0)
+        require_positive(self, "target_seconds_per_update")
+        require_probability(self, "perplexity_warn_below")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -176,7 +202,11 @@ def _build(cls: type[T], values: dict, prefix: str = "") -> T:
     unknown = sorted(set(values) - names)
     if unknown:
         raise ValueError(f"unknown config key {prefix + unknown[0]!r}; {cls.__name__} has: {', '.join(sorted(names))}")
-    return cls(**{name: _convert(v, hints[name], prefix + name) for name, v in values.items()})
+    converted = {name: _convert(v, hints[name], prefix + name) for name, v in values.items()}
+    try:
+        return cls(**converted)
+    except FieldError as err:  # the dataclass's own range checks (__post_init__): give the dotted key
+        raise ValueError(f"config key {prefix + err.field!r}: {err.reason}") from None
 
 
 def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
