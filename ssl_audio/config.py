@@ -33,7 +33,34 @@ T = TypeVar("T")
 
 
 class _Loader(yaml.SafeLoader):
-    """YAML 1.2 floats: PyYAML's 1.1 resolver reads 1e-3 (no dot) as a string."""
+    """YAML 1.2 floats (PyYAML's 1.1 resolver reads 1e-3, no dot, as a string); a repeated key is an error."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        self._refuse_duplicate_keys(node, "", set())
+        return super().construct_document(node)
+
+    def _refuse_duplicate_keys(self, node: yaml.Node, path: str, seen: set[int]) -> None:
+        """PyYAML lets the last of two equal keys win silently; a recipe with both is a mistake to report."""
+        if id(node) in seen:  # an alias: its node was checked where the anchor is
+            return
+        seen.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                self._refuse_duplicate_keys(item, f"{path}[{i}]", seen)
+        if not isinstance(node, yaml.MappingNode):
+            return
+        first_seen: dict[Any, yaml.Mark] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                continue  # '<<' merges are meant to be overridden; complex keys fail later as non-strings
+            key = self.construct_object(key_node)
+            dotted = f"{path}.{key}" if path else str(key)
+            if key in first_seen:
+                raise yaml.constructor.ConstructorError(
+                    "key first given", first_seen[key], f"duplicate key {dotted!r}", key_node.start_mark
+                )
+            first_seen[key] = key_node.start_mark
+            self._refuse_duplicate_keys(value_node, dotted, seen)
 
 
 _Loader.add_implicit_resolver(
@@ -45,6 +72,37 @@ _Loader.add_implicit_resolver(
 
 def parse_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+
+
+def yaml_reason(err: yaml.YAMLError, *, one_line_text: bool = False) -> str:
+    """PyYAML's multi-line error as one line: where, what, and what it was reading (`one_line_text`: no lines)."""
+    if not isinstance(err, yaml.MarkedYAMLError):
+        return " ".join(str(err).split())
+
+    def where(mark: yaml.Mark) -> str:
+        return f"column {mark.column + 1}" if one_line_text else f"line {mark.line + 1}, column {mark.column + 1}"
+
+    parts = []  # "line 5, column 3: <problem>", then "<context> at line 1, column 7" (e.g. where a list opened)
+    for text, mark in ((err.problem, err.problem_mark), (err.context, err.context_mark)):
+        if not text:
+            continue
+        text = " ".join(text.split())
+        if mark is not None:
+            text = f"{text} at {where(mark)}" if parts else f"{where(mark)}: {text}"
+        parts.append(text)
+    return "; ".join(parts)
+
+
+def _parse_override_value(item: str, raw: str) -> Any:
+    """An override's value as YAML; any tag is refused, since a value on the command line never needs one."""
+    try:
+        for token in yaml.scan(raw, Loader=_Loader):  # noqa: S506 (scanning constructs nothing)
+            if isinstance(token, yaml.TagToken):
+                tag = raw[token.start_mark.index : token.end_mark.index]
+                raise ValueError(f"config override {item!r}: not valid YAML (tag {tag!r}: overrides take no tags)")
+        return parse_yaml(raw)
+    except yaml.YAMLError as err:
+        raise ValueError(f"config override {item!r}: not valid YAML ({yaml_reason(err, one_line_text=True)})") from None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -227,7 +285,7 @@ def from_dict(values: dict, overrides: list[str] | tuple[str, ...] = (), schema:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ValueError(f"config override {item!r}: expected key=value, e.g. data.max_samples=32000")
-        _set_dotted(values, key.strip(), parse_yaml(raw))
+        _set_dotted(values, key.strip(), _parse_override_value(item, raw))
     return _build(schema, values)
 
 
@@ -242,7 +300,7 @@ def load_config(
         except OSError as err:
             raise ValueError(f"{yaml_path}: cannot read config ({err.strerror})") from None
         except yaml.YAMLError as err:
-            raise ValueError(f"{yaml_path}: not valid YAML ({err})") from None
+            raise ValueError(f"{yaml_path}: not valid YAML ({yaml_reason(err)})") from None
         if not isinstance(values, dict):
             raise ValueError(f"{yaml_path}: expected a mapping at the top level, got {type(values).__name__}")
     try:
