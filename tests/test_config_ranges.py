@@ -243,3 +243,23 @@ def test_direct_construction_names_the_class_and_field(build, message: str):
 def test_hubert_iterate_rounds_are_checked(iterations: list, message: str):
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         from_dict({"iterations": iterations}, schema=IterateConfig)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"pretrain": {"train": {"save_every": 0}}}, "config key 'pretrain.train.save_every': " + COUNT.format(0)),
+        (
+            {"pretrain": {"model": {"family": "hubert", "config": {"masking": {"mask_prob": 2}}}}},
+            "config key 'pretrain.model.config.masking.mask_prob': must be in [0, 1], got 2.0",
+        ),
+        (
+            {"iterations": [{"k": 5}, {"k": 6, "overrides": ["train.max_updates=-5"]}]},
+            "config key 'iterations[1].overrides': config key 'train.max_updates': " + COUNT.format(-5),
+        ),
+    ],
+)
+def test_hubert_iterate_checks_its_pretraining_before_the_first_round(values: dict, message: str):
+    """Otherwise the error would come only after a round's features and k-means (and without 'pretrain.')."""
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        from_dict(values, schema=IterateConfig)

@@ -55,6 +55,23 @@ class IterateConfig:
     def __post_init__(self) -> None:
         if not self.iterations:
             fail(self, "iterations", "must hold at least one round, got none")
+        _check_pretrain(self)
+
+
+def _check_pretrain(cfg: IterateConfig) -> None:
+    """Refuse a bad pretraining section (and round overrides) now, not after a round's features and k-means."""
+    from ssl_audio.train.families import family_config
+
+    try:
+        family_config(from_dict(cfg.pretrain).model)
+    except ValueError as err:
+        raise ValueError(str(err).replace("config key '", "config key 'pretrain.")) from None
+    for i, it in enumerate(cfg.iterations):
+        if it.overrides:
+            try:
+                family_config(from_dict(cfg.pretrain, it.overrides).model)
+            except ValueError as err:
+                fail(cfg, f"iterations[{i}].overrides", str(err))
 
 
 def _fresh(stage_dir: Path, inputs: dict) -> bool:
