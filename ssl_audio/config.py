@@ -157,7 +157,7 @@ class OptimConfig:
 class TrainConfig:
     """How long, how precise, how often to validate, checkpoint and log."""
 
-    max_updates: int = 400_000  # wav2vec 2.0 / HuBERT BASE
+    max_updates: int = 400_000  # wav2vec 2.0 / HuBERT BASE; 0 saves the starting point (init.checkpoint's weights)
     max_epochs: int | None = None  # stop after this many epochs too, whichever comes first
     stop_at: int | None = None  # end this call at this update (checkpointed); the schedule still spans the run
     target_seconds_per_update: float | None = None  # audio per update over all processes: sets accumulation
@@ -175,9 +175,9 @@ class TrainConfig:
     chance_warn_after: int = 2000  # warn when masked accuracy is still near chance after this many updates
 
     def __post_init__(self) -> None:
-        require_count(self, "max_updates", "max_epochs", "stop_at", "grad_accum", "valid_every", "valid_max_batches")
-        require_count(self, "save_every", "keep_last", "log_every", "max_bad_updates")
-        require_count(self, "chance_warn_after", minimum=0)
+        require_count(self, "max_epochs", "stop_at", "grad_accum", "valid_every", "valid_max_batches", "save_every")
+        require_count(self, "keep_last", "log_every", "max_bad_updates")
+        require_count(self, "max_updates", "chance_warn_after", minimum=0)
         require_positive(self, "target_seconds_per_update")
         require_probability(self, "perplexity_warn_below")
 

@@ -51,8 +51,7 @@ REFUSED = [
     ("schedule.end_lr_ratio=1.5", "1.5", PROBABILITY),
     ("schedule.init_lr_scale=-0.5", "-0.5", PROBABILITY),
     ("schedule.final_lr_scale=0", "0.0", "must be in (0, 1], got {}"),  # the decay takes its log
-    ("train.max_updates=-5", "-5", COUNT),
-    ("train.max_updates=0", "0", COUNT),
+    ("train.max_updates=-5", "-5", COUNT0),  # 0 is allowed: it saves the starting point (tests/train/test_init.py)
     ("train.max_epochs=0", "0", COUNT),
     ("train.stop_at=0", "0", COUNT),
     ("train.target_seconds_per_update=0", "0.0", POSITIVE),
@@ -109,16 +108,18 @@ def test_the_edges_of_every_range_are_allowed():
         "optim.betas=[0, 0.999999]", "optim.weight_decay=0", "optim.clip_norm=0", "optim.lr=1e-12",
         "schedule.warmup_updates=0", "schedule.end_lr_ratio=1", "schedule.init_lr_scale=0",
         "schedule.final_lr_scale=1", "schedule.phase_ratios=[0, 0, 1]", "schedule.phase_ratios=[0.05, 0.45, 0.5]",
-        "train.max_updates=1", "train.grad_accum=1", "train.save_every=1", "train.valid_every=1",
+        "train.max_updates=0", "train.grad_accum=1", "train.save_every=1", "train.valid_every=1",
         "train.log_every=1", "train.keep_last=1", "train.chance_warn_after=0", "train.perplexity_warn_below=0",
         "train.max_epochs=null", "train.stop_at=null", "train.valid_max_batches=null", "data.target_lufs=null",
     ]  # fmt: skip
     cfg = load_config(None, edges)
     assert (cfg.train.max_updates, cfg.optim.betas, cfg.schedule.phase_ratios) == (
-        1,
+        0,
         (0.0, 0.999999),
         (0.05, 0.45, 0.5),
     )
+    lowest = load_config(None, ["train.max_epochs=1", "train.stop_at=1", "train.valid_max_batches=1"]).train
+    assert (lowest.max_epochs, lowest.stop_at, lowest.valid_max_batches) == (1, 1, 1)
     assert Config() == load_config(None)  # the defaults pass their own checks
 
 
@@ -255,7 +256,7 @@ def test_hubert_iterate_rounds_are_checked(iterations: list, message: str):
         ),
         (
             {"iterations": [{"k": 5}, {"k": 6, "overrides": ["train.max_updates=-5"]}]},
-            "config key 'iterations[1].overrides': config key 'train.max_updates': " + COUNT.format(-5),
+            "config key 'iterations[1].overrides': config key 'train.max_updates': " + COUNT0.format(-5),
         ),
     ],
 )
