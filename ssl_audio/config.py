@@ -18,6 +18,14 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
+from ssl_audio.checks import (
+    FieldError,
+    require_count,
+    require_non_negative,
+    require_positive,
+    require_probability,
+    require_range,
+)
 from ssl_audio.data.mixing import MixingConfig
 from ssl_audio.train.schedule import ScheduleConfig
 
@@ -25,7 +33,34 @@ T = TypeVar("T")
 
 
 class _Loader(yaml.SafeLoader):
-    """YAML 1.2 floats: PyYAML's 1.1 resolver reads 1e-3 (no dot) as a string."""
+    """YAML 1.2 floats (PyYAML's 1.1 resolver reads 1e-3, no dot, as a string); a repeated key is an error."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        self._refuse_duplicate_keys(node, "", set())
+        return super().construct_document(node)
+
+    def _refuse_duplicate_keys(self, node: yaml.Node, path: str, seen: set[int]) -> None:
+        """PyYAML lets the last of two equal keys win silently; a recipe with both is a mistake to report."""
+        if id(node) in seen:  # an alias: its node was checked where the anchor is
+            return
+        seen.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                self._refuse_duplicate_keys(item, f"{path}[{i}]", seen)
+        if not isinstance(node, yaml.MappingNode):
+            return
+        first_seen: dict[Any, yaml.Mark] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                continue  # '<<' merges are meant to be overridden; complex keys fail later as non-strings
+            key = self.construct_object(key_node)
+            dotted = f"{path}.{key}" if path else str(key)
+            if key in first_seen:
+                raise yaml.constructor.ConstructorError(
+                    "key first given", first_seen[key], f"duplicate key {dotted!r}", key_node.start_mark
+                )
+            first_seen[key] = key_node.start_mark
+            self._refuse_duplicate_keys(value_node, dotted, seen)
 
 
 _Loader.add_implicit_resolver(
@@ -37,6 +72,37 @@ _Loader.add_implicit_resolver(
 
 def parse_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+
+
+def yaml_reason(err: yaml.YAMLError, *, one_line_text: bool = False) -> str:
+    """PyYAML's multi-line error as one line: where, what, and what it was reading (`one_line_text`: no lines)."""
+    if not isinstance(err, yaml.MarkedYAMLError):
+        return " ".join(str(err).split())
+
+    def where(mark: yaml.Mark) -> str:
+        return f"column {mark.column + 1}" if one_line_text else f"line {mark.line + 1}, column {mark.column + 1}"
+
+    parts = []  # "line 5, column 3: <problem>", then "<context> at line 1, column 7" (e.g. where a list opened)
+    for text, mark in ((err.problem, err.problem_mark), (err.context, err.context_mark)):
+        if not text:
+            continue
+        text = " ".join(text.split())
+        if mark is not None:
+            text = f"{text} at {where(mark)}" if parts else f"{where(mark)}: {text}"
+        parts.append(text)
+    return "; ".join(parts)
+
+
+def _parse_override_value(item: str, raw: str) -> Any:
+    """An override's value as YAML; any tag is refused, since a value on the command line never needs one."""
+    try:
+        for token in yaml.scan(raw, Loader=_Loader):  # noqa: S506 (scanning constructs nothing)
+            if isinstance(token, yaml.TagToken):
+                tag = raw[token.start_mark.index : token.end_mark.index]
+                raise ValueError(f"config override {item!r}: not valid YAML (tag {tag!r}: overrides take no tags)")
+        return parse_yaml(raw)
+    except yaml.YAMLError as err:
+        raise ValueError(f"config override {item!r}: not valid YAML ({yaml_reason(err, one_line_text=True)})") from None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,6 +121,12 @@ class DataConfig:
     train_labels: tuple[str, ...] = ()  # HuBERT/WavLM: one label file per label set, rows as train.tsv
     valid_labels: tuple[str, ...] = ()  # the same label sets for valid.tsv
     mixing: MixingConfig = field(default_factory=MixingConfig)  # WavLM's denoising mixtures (training only)
+
+    def __post_init__(self) -> None:
+        require_count(self, "max_samples")
+        require_count(self, "num_buckets", "num_workers", minimum=0)
+        require_positive(self, "max_batch_seconds")
+        require_range(self, "target_lufs", low=-70, high=0)  # -70 LUFS is the absolute gate of ITU-R BS.1770
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,12 +148,17 @@ class OptimConfig:
     weight_decay: float = 0.01  # not applied to norms, biases and other vectors
     clip_norm: float = 10.0  # HuBERT BASE 10; 0 disables clipping (the norm is still measured)
 
+    def __post_init__(self) -> None:
+        require_positive(self, "lr", "eps")
+        require_range(self, "betas", low=0, high=1, high_open=True)
+        require_non_negative(self, "weight_decay", "clip_norm")
+
 
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     """How long, how precise, how often to validate, checkpoint and log."""
 
-    max_updates: int = 400_000  # wav2vec 2.0 / HuBERT BASE
+    max_updates: int = 400_000  # wav2vec 2.0 / HuBERT BASE; 0 saves the starting point (init.checkpoint's weights)
     max_epochs: int | None = None  # stop after this many epochs too, whichever comes first
     stop_at: int | None = None  # end this call at this update (checkpointed); the schedule still spans the run
     target_seconds_per_update: float | None = None  # audio per update over all processes: sets accumulation
@@ -97,6 +174,13 @@ class TrainConfig:
     max_bad_updates: int = 20  # consecutive skipped (non-finite) updates before the run stops
     perplexity_warn_below: float = 0.02  # warn when code perplexity < this fraction of G*V (collapse)
     chance_warn_after: int = 2000  # warn when masked accuracy is still near chance after this many updates
+
+    def __post_init__(self) -> None:
+        require_count(self, "max_epochs", "stop_at", "grad_accum", "valid_every", "valid_max_batches", "save_every")
+        require_count(self, "keep_last", "log_every", "max_bad_updates")
+        require_count(self, "max_updates", "chance_warn_after", minimum=0)
+        require_positive(self, "target_seconds_per_update")
+        require_probability(self, "perplexity_warn_below")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -177,7 +261,11 @@ def _build(cls: type[T], values: dict, prefix: str = "") -> T:
     unknown = sorted(set(values) - names)
     if unknown:
         raise ValueError(f"unknown config key {prefix + unknown[0]!r}; {cls.__name__} has: {', '.join(sorted(names))}")
-    return cls(**{name: _convert(v, hints[name], prefix + name) for name, v in values.items()})
+    converted = {name: _convert(v, hints[name], prefix + name) for name, v in values.items()}
+    try:
+        return cls(**converted)
+    except FieldError as err:  # the dataclass's own range checks (__post_init__): give the dotted key
+        raise ValueError(f"config key {prefix + err.field!r}: {err.reason}") from None
 
 
 def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
@@ -198,7 +286,7 @@ def from_dict(values: dict, overrides: list[str] | tuple[str, ...] = (), schema:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ValueError(f"config override {item!r}: expected key=value, e.g. data.max_samples=32000")
-        _set_dotted(values, key.strip(), parse_yaml(raw))
+        _set_dotted(values, key.strip(), _parse_override_value(item, raw))
     return _build(schema, values)
 
 
@@ -213,7 +301,7 @@ def load_config(
         except OSError as err:
             raise ValueError(f"{yaml_path}: cannot read config ({err.strerror})") from None
         except yaml.YAMLError as err:
-            raise ValueError(f"{yaml_path}: not valid YAML ({err})") from None
+            raise ValueError(f"{yaml_path}: not valid YAML ({yaml_reason(err)})") from None
         if not isinstance(values, dict):
             raise ValueError(f"{yaml_path}: expected a mapping at the top level, got {type(values).__name__}")
     try:

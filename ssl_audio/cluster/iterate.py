@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ssl_audio.checks import fail, require_count
 from ssl_audio.cluster.features import FeatureSet, FeatureSource, dump_features
 from ssl_audio.cluster.kmeans import assign_labels, file_hash, fit_kmeans, sample_frames, save_kmeans
 from ssl_audio.cluster.quality import quality_against_alignments
@@ -34,6 +35,10 @@ class IterationConfig:
     kmeans_iterations: int = 50
     overrides: tuple[str, ...] = ()  # dotted overrides of `pretrain` for this round, e.g. train.max_updates=400
 
+    def __post_init__(self) -> None:
+        require_count(self, "k", "max_points", "kmeans_iterations")
+        require_count(self, "layer", minimum=0)
+
 
 @dataclass(frozen=True, kw_only=True)
 class IterateConfig:
@@ -46,6 +51,27 @@ class IterateConfig:
     )
     alignments: str | None = None  # phone alignments to report cluster quality (the demo corpus has them)
     device: str = "cpu"  # for dumping model features
+
+    def __post_init__(self) -> None:
+        if not self.iterations:
+            fail(self, "iterations", "must hold at least one round, got none")
+        _check_pretrain(self)
+
+
+def _check_pretrain(cfg: IterateConfig) -> None:
+    """Refuse a bad pretraining section (and round overrides) now, not after a round's features and k-means."""
+    from ssl_audio.train.families import family_config
+
+    try:
+        family_config(from_dict(cfg.pretrain).model)
+    except ValueError as err:
+        raise ValueError(str(err).replace("config key '", "config key 'pretrain.")) from None
+    for i, it in enumerate(cfg.iterations):
+        if it.overrides:
+            try:
+                family_config(from_dict(cfg.pretrain, it.overrides).model)
+            except ValueError as err:
+                fail(cfg, f"iterations[{i}].overrides", str(err))
 
 
 def _fresh(stage_dir: Path, inputs: dict) -> bool:

@@ -23,6 +23,10 @@ from ssl_audio.data.manifest import Manifest
 TINY_CLUSTER_FRACTION = 0.1  # a cluster with under 10% of the average share of points counts as tiny
 
 
+def _is_count(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
 def sample_frames(
     features: FeatureSet, *, max_points: int | None = None, fraction: float | None = None, seed: int = 0
 ) -> np.ndarray:
@@ -32,9 +36,11 @@ def sample_frames(
     """
     if (max_points is None) == (fraction is None):
         raise ValueError("give exactly one of max_points and fraction")
+    if max_points is not None and not (_is_count(max_points) and max_points >= 1):
+        raise ValueError(f"--max-points must be an integer >= 1, got {max_points!r}")
     rng = np.random.default_rng(seed)
     if fraction is not None:
-        if not 0 < fraction <= 1:
+        if not 0 < fraction <= 1:  # also refuses NaN
             raise ValueError(f"--sample-fraction must be in (0, 1], got {fraction}")
         kept = [block[rng.random(len(block)) < fraction] for block in features]
         return np.ascontiguousarray(np.concatenate(kept) if kept else np.zeros((0, features.dim), np.float32))
@@ -109,10 +115,14 @@ def fit_kmeans(
 ) -> KMeansResult:
     """faiss k-means on `points` (N, D) float32, seeded with k-means++; with `restarts`, the run with the lowest
     training inertia wins. faiss's GPU k-means when a GPU build and a GPU are present."""
+    counts = [("--k", k), ("--iterations", iterations), ("--restarts", restarts)]
+    for flag, value in counts + ([("--threads", threads)] if threads is not None else []):
+        if not (_is_count(value) and value >= 1):  # k = 0 divided by zero below, k < 0 gave NaN centroids
+            raise ValueError(f"{flag} must be an integer >= 1, got {value!r}")
     if points.ndim != 2 or len(points) == 0:
         raise ValueError(f"expected (N, D) points, got shape {points.shape}")
     if len(points) < k:
-        raise ValueError(f"k-means needs at least k={k} points, got {len(points)}")
+        raise ValueError(f"--k {k}: k-means needs at least k={k} points, got {len(points)} (lower --k or sample more)")
     if not np.isfinite(points).all():
         raise ValueError(f"features hold NaN/Inf in {int((~np.isfinite(points)).any(axis=1).sum())} frames")
     if threads is not None:

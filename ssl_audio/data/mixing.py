@@ -43,6 +43,7 @@ import torch
 from torch import Tensor
 
 from ssl_audio.audio import SAMPLE_RATE, load_audio
+from ssl_audio.checks import fail, require_finite, require_positive, require_probability, require_range
 from ssl_audio.data.collate import Batch, lengths_to_padding_mask
 from ssl_audio.data.manifest import load_manifest
 
@@ -68,17 +69,14 @@ class MixingConfig:
     noise_max_seconds: float = 600.0  # s: noise audio kept in memory (manifest order); ours, 38 MB in float32
 
     def __post_init__(self) -> None:
-        for name in ("prob", "noise_prob"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"mixing {name} must be in [0, 1], got {getattr(self, name)}")
+        require_probability(self, "prob", "noise_prob")
+        require_finite(self, "speech_ratio_db", "noise_snr_db")
         for name in ("speech_ratio_db", "noise_snr_db"):
             low, high = getattr(self, name)
-            if not (math.isfinite(low) and math.isfinite(high) and low <= high):
-                raise ValueError(f"mixing {name} must be finite (low, high) with low <= high, got {(low, high)}")
-        if not 0.0 < self.max_overlap <= 1.0:
-            raise ValueError(f"mixing max_overlap must be in (0, 1], got {self.max_overlap}")
-        if not self.noise_max_seconds > 0:
-            raise ValueError(f"mixing noise_max_seconds must be positive, got {self.noise_max_seconds}")
+            if low > high:
+                fail(self, name, f"must be (low, high) with low <= high, got {(low, high)}")
+        require_range(self, "max_overlap", low=0, high=1, low_open=True)
+        require_positive(self, "noise_max_seconds")
 
 
 @dataclass(kw_only=True)

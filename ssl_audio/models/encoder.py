@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ssl_audio.checks import fail, require_count, require_probability
 from ssl_audio.nn.attention import RelativePositionBias, SelfAttention
 from ssl_audio.nn.conv_extractor import (
     BASE_CONV_LAYERS,
@@ -45,6 +46,18 @@ class EncoderConfig:
     activation_dropout: float = 0.0
     projection_dropout: float = 0.1  # fairseq's dropout_input, after the feature projection
     layerdrop: float = 0.05  # wav2vec 2.0 BASE pretraining: 0.05; HuBERT BASE: 0.05
+
+    def __post_init__(self) -> None:
+        if not self.conv_layers:
+            fail(self, "conv_layers", "must hold at least one (channels, kernel, stride) layer, got none")
+        require_count(self, "conv_layers", "dim", "num_layers", "num_heads", "ffn_dim", "pos_conv_kernel")
+        require_count(self, "pos_conv_groups", "num_buckets", "max_distance")
+        for name in ("num_heads", "pos_conv_groups"):  # attention heads and conv groups split the width evenly
+            if self.dim % getattr(self, name):
+                fail(self, name, f"must divide dim {self.dim}, got {getattr(self, name)}")
+        require_probability(
+            self, "dropout", "attention_dropout", "activation_dropout", "projection_dropout", "layerdrop"
+        )
 
     @property
     def frame_stride(self) -> int:

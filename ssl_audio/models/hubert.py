@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from ssl_audio.audio import SAMPLE_RATE
+from ssl_audio.checks import fail, require_count, require_non_negative, require_positive
 from ssl_audio.data.collate import LABEL_PAD  # padding (and frames with no label)
 from ssl_audio.models.encoder import Encoder, EncoderConfig
 from ssl_audio.models.output import Output
@@ -36,6 +37,13 @@ class HubertConfig:
     unmasked_weight: float = 0.0  # fairseq pred_nomask_weight
     feature_grad_mult: float = 0.1  # LARGE 1.0
     feature_penalty_weight: float = 10.0  # times the number of predicted frames
+
+    def __post_init__(self) -> None:
+        if not self.num_classes:
+            fail(self, "num_classes", "must list the clusters of at least one label set, got none")
+        require_count(self, "num_classes", "final_dim")
+        require_positive(self, "label_rate", "logit_temp")
+        require_non_negative(self, "masked_weight", "unmasked_weight", "feature_grad_mult", "feature_penalty_weight")
 
 
 def frame_targets(labels: Tensor, num_frames: int, label_rate: float, frame_rate: float) -> Tensor:

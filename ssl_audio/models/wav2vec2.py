@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from ssl_audio.checks import require_count, require_non_negative, require_positive, require_probability
 from ssl_audio.models.encoder import Encoder, EncoderConfig
 from ssl_audio.models.output import Output
 from ssl_audio.nn.masking import MaskingConfig, SpanMasker
@@ -31,6 +32,12 @@ class Wav2Vec2Config:
     feature_dropout: float = 0.1  # dropout on the quantiser's input (fairseq dropout_features); LARGE 0.0
     diversity_weight: float = 0.1  # weight of (GV - prob perplexity) / GV, times the masked-frame count
     feature_penalty_weight: float = 10.0  # weight of the mean squared conv feature, times the masked-frame count
+
+    def __post_init__(self) -> None:
+        require_count(self, "final_dim", "num_negatives")
+        require_positive(self, "logit_temp")
+        require_non_negative(self, "feature_grad_mult", "diversity_weight", "feature_penalty_weight")
+        require_probability(self, "feature_dropout")
 
 
 def gather_masked(x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ssl_audio.checks import require_count, require_probability
+
 _SORT_LAST = 2.0  # random sort key above any U[0, 1) draw: pushes excluded positions to the end of a row
 
 
@@ -48,14 +50,9 @@ class MaskingConfig:
     channel_length: int = 10  # channels per channel span; fairseq mask_channel_length: 10
 
     def __post_init__(self) -> None:
-        for name in ("mask_prob", "channel_prob"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        for name in ("mask_length", "channel_length"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.min_masks < 0 or self.min_space < 0:
-            raise ValueError(f"min_masks and min_space must be >= 0, got {self.min_masks}, {self.min_space}")
+        require_probability(self, "mask_prob", "channel_prob")
+        require_count(self, "mask_length", "channel_length")
+        require_count(self, "min_masks", "min_space", minimum=0)
 
 
 def compute_span_mask(

@@ -15,6 +15,8 @@ import torch
 from einops import einsum, rearrange
 from torch import Tensor, nn
 
+from ssl_audio.checks import fail, require_count, require_positive, require_range
+
 
 @dataclass(frozen=True, kw_only=True)
 class QuantizerConfig:
@@ -28,15 +30,12 @@ class QuantizerConfig:
     temp_end: float = 0.5  # floor of the schedule; wav2vec 2.0 BASE 0.5, LARGE 0.1
 
     def __post_init__(self) -> None:
-        if self.num_groups < 1 or self.num_entries < 1:
-            raise ValueError(f"num_groups and num_entries must be >= 1, got {self.num_groups}, {self.num_entries}")
-        if self.code_dim < 1 or self.code_dim % self.num_groups:
-            raise ValueError(f"code_dim {self.code_dim} must be a positive multiple of num_groups {self.num_groups}")
-        if not (self.temp_start > 0 and self.temp_end > 0 and 0 < self.temp_decay <= 1):
-            raise ValueError(
-                f"need temp_start, temp_end > 0 and temp_decay in (0, 1], got "
-                f"{self.temp_start}, {self.temp_end}, {self.temp_decay}"
-            )
+        require_count(self, "num_groups", "num_entries", "code_dim")
+        if self.code_dim % self.num_groups:
+            reason = f"code_dim {self.code_dim} must be a positive multiple of num_groups {self.num_groups}"
+            fail(self, "code_dim", reason)
+        require_positive(self, "temp_start", "temp_end")
+        require_range(self, "temp_decay", low=0, high=1, low_open=True)
 
 
 def gumbel_temperature(step: int, start: float = 2.0, decay: float = 0.999995, end: float = 0.5) -> float:

@@ -6,6 +6,10 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+from ssl_audio.checks import fail, require_count, require_positive, require_probability, require_range
+
+PHASE_SUM_TOLERANCE = 1e-9  # three decimal fractions (0.1 + 0.4 + 0.5) sum to 1 within a few ulps, far below this
+
 
 @dataclass(frozen=True, kw_only=True)
 class ScheduleConfig:
@@ -19,6 +23,14 @@ class ScheduleConfig:
     phase_ratios: tuple[float, float, float] = (0.1, 0.4, 0.5)
     init_lr_scale: float = 0.01
     final_lr_scale: float = 0.05
+
+    def __post_init__(self) -> None:
+        require_count(self, "warmup_updates", minimum=0)
+        require_positive(self, "power")
+        require_probability(self, "end_lr_ratio", "phase_ratios", "init_lr_scale")
+        require_range(self, "final_lr_scale", low=0, high=1, low_open=True)  # decays through log(final_lr_scale)
+        if abs(sum(self.phase_ratios) - 1.0) > PHASE_SUM_TOLERANCE:
+            fail(self, "phase_ratios", f"must sum to 1 (warmup, hold, decay), got {list(self.phase_ratios)}")
 
 
 def lr_multiplier(step: int, total_updates: int, cfg: ScheduleConfig) -> float:
