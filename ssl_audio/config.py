@@ -127,6 +127,7 @@ class DataConfig:
         require_count(self, "num_buckets", "num_workers", minimum=0)
         require_positive(self, "max_batch_seconds")
         require_range(self, "target_lufs", low=-70, high=0)  # -70 LUFS is the absolute gate of ITU-R BS.1770
+        require_range(self, "max_bad_fraction", low=0, high=1, high_open=True)  # 1 would loop on a dead corpus
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -264,3 +264,9 @@ def test_hubert_iterate_checks_its_pretraining_before_the_first_round(values: di
     """Otherwise the error would come only after a round's features and k-means (and without 'pretrain.')."""
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         from_dict(values, schema=IterateConfig)
+
+
+def test_bad_file_fraction_is_checked_at_load() -> None:
+    with pytest.raises(ValueError, match=r"config key 'data\.max_bad_fraction': must be in \[0, 1\), got 1"):
+        load_config(None, ["data.max_bad_fraction=1"])
+    assert load_config(None, ["data.max_bad_fraction=0"]).data.max_bad_fraction == 0.0
