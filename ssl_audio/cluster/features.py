@@ -20,6 +20,7 @@ import torchaudio.compliance.kaldi as kaldi
 import torchaudio.functional as AF
 from tqdm import tqdm
 
+from ssl_audio.atomic import write_text
 from ssl_audio.audio import SAMPLE_RATE, load_audio
 from ssl_audio.data.labels import manifest_hash
 from ssl_audio.data.manifest import Manifest
@@ -108,7 +109,7 @@ def dump_features(
         "source": source.name, "layer": source.layer, "frame_rate": rate, "dim": dim, "rows": [first, last],
         "lengths": lengths, "manifest": manifest_hash(manifest), "shard": shard, "num_shards": num_shards,
     }  # fmt: skip
-    stem.with_suffix(".json").write_text(json.dumps(meta))
+    write_text(stem.with_suffix(".json"), json.dumps(meta))  # after the .f32: the JSON says the shard is whole
     return stem.with_suffix(".json")
 
 

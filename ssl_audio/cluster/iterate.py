@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ssl_audio.atomic import write_text
 from ssl_audio.checks import fail, require_count
 from ssl_audio.cluster.features import FeatureSet, FeatureSource, dump_features
 from ssl_audio.cluster.kmeans import assign_labels, file_hash, fit_kmeans, sample_frames, save_kmeans
@@ -81,7 +82,7 @@ def _fresh(stage_dir: Path, inputs: dict) -> bool:
 
 def _stamp(stage_dir: Path, inputs: dict) -> None:
     stage_dir.mkdir(parents=True, exist_ok=True)
-    (stage_dir / "stage.json").write_text(json.dumps(inputs, indent=1, default=str))
+    write_text(stage_dir / "stage.json", json.dumps(inputs, indent=1, default=str))
 
 
 def _source_identity(source: str) -> str:
@@ -184,5 +185,5 @@ def run_iterations(cfg: IterateConfig, *, progress: bool = True) -> list[dict]:
         previous = final.path
         summary["checkpoint"] = str(previous)
         summaries.append(summary)
-        (run_dir / "summary.json").write_text(json.dumps(summaries, indent=1))
+        write_text(run_dir / "summary.json", json.dumps(summaries, indent=1))
     return summaries

@@ -16,6 +16,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from ssl_audio.atomic import write_text
 from ssl_audio.cluster.features import FeatureSet
 from ssl_audio.data.labels import write_labels
 from ssl_audio.data.manifest import Manifest
@@ -162,7 +163,7 @@ def save_kmeans(path: str | Path, result: KMeansResult, features: FeatureSet) ->
         "layer": features.layer, "frame_rate": features.frame_rate, "inertia": result.inertia,
         "empty_clusters": result.empty, "tiny_clusters": result.tiny,
     }  # fmt: skip
-    Path(str(path) + ".json").write_text(json.dumps(meta, indent=1))
+    write_text(str(path) + ".json", json.dumps(meta, indent=1))
 
 
 def load_kmeans(path: str | Path) -> tuple[faiss.Index, dict]:

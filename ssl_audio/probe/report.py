@@ -10,6 +10,8 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
+from ssl_audio.atomic import write_text
+
 RESULTS_JSON, RESULTS_MD, LAYERS_PNG = "results.json", "results.md", "layers.png"
 PLOT_SIZE = (480, 320)  # pixels
 PLOT_MARGINS = (64, 34, 16, 46)  # left, top, right, bottom: room for tick labels and titles
@@ -68,8 +70,8 @@ def write_results(out_dir: str | Path, results: dict[str, Any]) -> list[Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [out_dir / RESULTS_JSON, out_dir / RESULTS_MD]
-    written[0].write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
-    written[1].write_text(results_markdown(results), encoding="utf-8")
+    write_text(written[0], json.dumps(results, indent=1) + "\n")
+    write_text(written[1], results_markdown(results))
     if results.get("per_layer"):
         metric = results["headline"]
         layers = [p["layer"] for p in results["per_layer"]]
