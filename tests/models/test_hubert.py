@@ -326,8 +326,13 @@ def test_bf16_autocast_loss_in_fp32() -> None:
     wave, lengths = _wave(0, (8_000, 6_000))
     labels = torch.randint(0, 100, (2, 50), generator=_gen(1))
     ref = model(wave, lengths, [labels], generator=_gen(0))
+    dtypes: dict[str, torch.dtype] = {}
+    for name in ("encoder.transformer.layers.0.feed_forward.fc1", "final_proj"):
+        model.get_submodule(name).register_forward_hook(lambda _m, _a, o, name=name: dtypes.update({name: o.dtype}))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(wave, lengths, [labels], generator=_gen(0))
+    # the trunk ran in bf16 (a no-op autocast would leave fp32); the projection to the cosine logits in fp32
+    assert dtypes == {"encoder.transformer.layers.0.feed_forward.fc1": torch.bfloat16, "final_proj": torch.float32}
     assert out.loss.dtype == torch.float32 and all(v.dtype == torch.float32 for v in out.losses.values())
     assert out.loss.item() == pytest.approx(ref.loss.item(), rel=0.02)
 
