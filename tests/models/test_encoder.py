@@ -66,9 +66,13 @@ def test_padding_invariance_with_layer_norm_extractor(pre_ln: bool, relative_bia
         alone = encoder(row[None], torch.tensor([len(row)]))
         frames = _frames(len(row))
         assert alone.hidden_states[0].shape[1] == frames
+        # Batch and single row run the convs and matmuls in other blockings: a sum of n = 192 (conv) to 384 (FFN)
+        # products moves by up to n x eps 6e-8 = 2e-5 of its terms' size, through 7 convs, the projection and 4
+        # blocks on values |x| < 5. Measured 5e-6 under avx2 (half the former atol 1e-5); atol 1e-4. Padding
+        # leaking in (garbage x 100) moves the frames by O(1).
         for layer, (a, b) in enumerate(zip(alone.hidden_states, out.hidden_states)):
-            torch.testing.assert_close(b[i, :frames], a[0], rtol=0, atol=1e-5, msg=f"row {i} layer {layer}")
-        torch.testing.assert_close(out.last[i, :frames], alone.last[0], rtol=0, atol=1e-5)
+            torch.testing.assert_close(b[i, :frames], a[0], rtol=0, atol=1e-4, msg=f"row {i} layer {layer}")
+        torch.testing.assert_close(out.last[i, :frames], alone.last[0], rtol=0, atol=1e-4)
 
 
 def test_group_norm_extractor_depends_on_padding_as_fairseq() -> None:

@@ -227,15 +227,19 @@ def test_tied_projection_scores_every_set_with_one_head() -> None:
 
 
 def _perfect_model(num_classes: int = 8) -> Hubert:
-    """final_proj outputs e_2 (a one-hot) for every frame; label embeddings are one-hots e_0 .. e_{N-1}.
+    """final_proj outputs e_2 (a one-hot) for every frame; label embedding k is e_2 + 0.75 e_k (k != 2), e_2 for k = 2.
 
-    Cosine logits / 0.1: 10 for class 2, 0 for every other class, whatever the audio.
+    Cosine logits / 0.1: 10 for class 2 and 8 (cos 1 / 1.25) for every other class, whatever the audio. A gap of 2,
+    not 10: the CE of a right frame, log(1 + 7 e^-2) = 0.67, is then well conditioned in fp32 (log1p(7 e^-10) = 3e-4
+    comes out of log(1.0003), a number that fp32 holds to only ~2e-4 relative).
     """
     model = _model(hubert_tiny(num_classes=(num_classes,), label_rate=50.0)).eval()
     with torch.no_grad():
         model.final_proj.weight.zero_()
         model.final_proj.bias.copy_(torch.nn.functional.one_hot(torch.tensor(2), 64).float())
-        model.label_embeddings.copy_(torch.eye(num_classes, 64))
+        table = 0.75 * torch.eye(num_classes, 64)  # 0.75 and its norm 1.25 with e_2 are exact in fp32
+        table[:, 2] = 1.0
+        model.label_embeddings.copy_(table)
     return model
 
 
@@ -250,10 +254,13 @@ def test_accuracy_and_loss_hand_case_perfect_and_mixed() -> None:
     assert int(out.sample_size) == n
     assert out.metrics["accuracy_masked_0"].item() == 1.0
     assert out.metrics["accuracy_unmasked_0"].item() == 1.0
-    # CE of logits (10, 0 x 7) at the right class: log(1 + 7 e^-10) per frame
-    assert out.losses["masked_0"].item() == pytest.approx(n * math.log1p(7 * math.exp(-10)), rel=1e-4)
+    # CE of logits (10, 8 x 7) at the right class: log(1 + 7 e^-2) per frame. Error bound: logits within ~2 ulp(10)
+    # = 2e-6, log_softmax a few ulp(10) more: < 1e-5 of 0.67 per frame (1.5e-5 rel); the fp32 sum of n ~ 60 terms
+    # adds < n x eps 6e-8 = 4e-6. rel 5e-5 is 2.5x that bound and still fails on one frame more or less (1/n ~ 2%).
+    right_ce = math.log1p(7 * math.exp(-2))
+    assert out.losses["masked_0"].item() == pytest.approx(n * right_ce, rel=5e-5)
 
-    # now the second half of each row is labelled 5: those frames are wrong, at CE log(e^10 + 7) - 0 each
+    # now the second half of each row is labelled 5: those frames are wrong, at CE log(e^10 + 7 e^8) - 8 each
     labels[:, 17:] = 5
     labels[1, 34:] = LABEL_PAD
     out = model(wave, lengths, [labels], generator=_gen(0))
@@ -265,8 +272,8 @@ def test_accuracy_and_loss_hand_case_perfect_and_mixed() -> None:
     unmasked_valid = FRAMES[0] + FRAMES[1] - n
     unmasked_right = 2 * 17 - right
     assert out.metrics["accuracy_unmasked_0"].item() == pytest.approx(unmasked_right / unmasked_valid, abs=1e-6)
-    expected = right * math.log1p(7 * math.exp(-10)) + wrong * math.log(math.exp(10) + 7)
-    assert out.losses["masked_0"].item() == pytest.approx(expected, rel=1e-4)
+    wrong_ce = 2.0 + right_ce  # log(e^10 + 7 e^8) - 8 = 2 + log(1 + 7 e^-2)
+    assert out.losses["masked_0"].item() == pytest.approx(right * right_ce + wrong * wrong_ce, rel=5e-5)
 
 
 # ---------------------------------------------------------------------------------------------- bad input, presets
@@ -319,8 +326,13 @@ def test_bf16_autocast_loss_in_fp32() -> None:
     wave, lengths = _wave(0, (8_000, 6_000))
     labels = torch.randint(0, 100, (2, 50), generator=_gen(1))
     ref = model(wave, lengths, [labels], generator=_gen(0))
+    dtypes: dict[str, torch.dtype] = {}
+    for name in ("encoder.transformer.layers.0.feed_forward.fc1", "final_proj"):
+        model.get_submodule(name).register_forward_hook(lambda _m, _a, o, name=name: dtypes.update({name: o.dtype}))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(wave, lengths, [labels], generator=_gen(0))
+    # the trunk ran in bf16 (a no-op autocast would leave fp32); the projection to the cosine logits in fp32
+    assert dtypes == {"encoder.transformer.layers.0.feed_forward.fc1": torch.bfloat16, "final_proj": torch.float32}
     assert out.loss.dtype == torch.float32 and all(v.dtype == torch.float32 for v in out.losses.values())
     assert out.loss.item() == pytest.approx(ref.loss.item(), rel=0.02)
 
