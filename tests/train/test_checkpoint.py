@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pickle
@@ -13,6 +14,7 @@ import torch
 import ssl_audio.train.checkpoint as ckpt
 from ssl_audio.train.checkpoint import (
     CheckpointError,
+    CheckpointSaveError,
     find_resume,
     list_checkpoints,
     load_checkpoint,
@@ -83,13 +85,14 @@ def test_partial_save_never_looks_like_a_checkpoint(tmp_path: Path, monkeypatch:
 def test_crash_mid_save_leaves_a_temp_folder_that_list_resume_and_prune_ignore(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """An interrupt mid-save stands for a killed process: the temp folder stays (the next run removes it)."""
     save(tmp_path, 1)
 
     def crash(*args, **kwargs):
-        raise OSError("disk full")
+        raise KeyboardInterrupt
 
     monkeypatch.setattr(torch, "save", crash)  # train_state.pt is written after model.safetensors
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(KeyboardInterrupt):
         save(tmp_path, 2)
     monkeypatch.undo()
     tmp = tmp_path / ".step_00000002.tmp"
@@ -227,3 +230,78 @@ def test_save_refuses_non_finite_weights(tmp_path: Path, bad: float) -> None:
     with pytest.raises(CheckpointError, match="refusing to save step 2: parameter 'w' holds NaN/Inf"):
         save_checkpoint(tmp_path, 2, model_state=state, train_state=train_state(2), config_text="")
     assert [p.name for p in tmp_path.iterdir()] == ["step_00000001"]  # no folder, no leftover
+
+
+class FullDisk:
+    """`open` for checkpoint.py on a disk with `free` bytes left: a write past them is cut short, the next
+    raises ENOSPC, as the kernel does."""
+
+    def __init__(self, free: int) -> None:
+        self.free = free
+
+    def __call__(self, path, mode="r", *args, **kwargs):
+        real = open(path, mode, *args, **kwargs)  # noqa: SIM115 (closed by the caller's with-block)
+        return real if "w" not in mode else BudgetedFile(real, self)
+
+
+class BudgetedFile:
+    def __init__(self, real, disk: FullDisk) -> None:
+        self.real, self.disk = real, disk
+
+    def write(self, data) -> int:
+        if self.disk.free <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        view = memoryview(data).cast("B")
+        written = self.real.write(view[: min(len(view), self.disk.free)])
+        self.disk.free -= written
+        return written
+
+    def flush(self) -> None:
+        self.real.flush()
+
+    def __enter__(self) -> BudgetedFile:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.real.close()
+
+
+def folder_bytes(path: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_size for p in path.iterdir()}
+
+
+@pytest.mark.parametrize("file", ["model.safetensors", "train_state.pt", "config.yaml", "meta.json"])
+def test_full_disk_mid_save_names_the_file_and_keeps_the_last_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, file: str
+) -> None:
+    first = save(tmp_path, 1)
+    sizes = folder_bytes(first)  # step 2's files have the same sizes (same shapes, same config length)
+    order = ["model.safetensors", "train_state.pt", "config.yaml", "meta.json"]
+    free = sum(sizes[name] for name in order[: order.index(file)]) + sizes[file] // 2  # runs out inside `file`
+    monkeypatch.setattr(ckpt, "open", FullDisk(free), raising=False)
+    with pytest.raises(CheckpointSaveError) as err:
+        save(tmp_path, 2)
+    monkeypatch.undo()
+    assert str(err.value) == f"cannot save step 2: no space left on device at {tmp_path / '.step_00000002.tmp' / file}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step_00000001"]  # the partial folder freed its space
+    assert find_resume(tmp_path).step == 1 and load_checkpoint(first).config_text == "step: 1\n"
+
+
+def test_full_disk_inside_torch_save_is_reported_as_such(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch.save reports a short write as `unexpected pos`: the ENOSPC behind it is what the message says."""
+    real_save = torch.save
+    seen: list[BaseException] = []
+
+    def recording_save(obj, f, *args, **kwargs):
+        try:
+            real_save(obj, f, *args, **kwargs)
+        except BaseException as e:
+            seen.append(e)
+            raise
+
+    monkeypatch.setattr(torch, "save", recording_save)
+    first = save(tmp_path, 1)
+    monkeypatch.setattr(ckpt, "open", FullDisk((first / "model.safetensors").stat().st_size + 100), raising=False)
+    with pytest.raises(CheckpointSaveError, match=r"cannot save step 2: no space left on device at .*train_state\.pt$"):
+        save(tmp_path, 2)
+    assert seen and "unexpected pos" in str(seen[0])  # what torch itself raised
