@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import yaml
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs, gather_object
+from accelerate.utils import DistributedDataParallelKwargs, broadcast_object_list, gather_object
 
 from ssl_audio.audio import SAMPLE_RATE
 from ssl_audio.config import Config, save_config, to_dict
@@ -27,7 +27,13 @@ from ssl_audio.data.labels import label_classes, load_labels, read_header
 from ssl_audio.data.loader import ResumableLoader, make_loader, set_epoch
 from ssl_audio.data.manifest import load_manifest
 from ssl_audio.data.mixing import Mixer
-from ssl_audio.train.checkpoint import find_resume, load_checkpoint, prune_checkpoints, save_checkpoint
+from ssl_audio.train.checkpoint import (
+    find_resume,
+    load_checkpoint,
+    os_error_reason,
+    prune_checkpoints,
+    save_checkpoint,
+)
 from ssl_audio.train.families import (
     FAMILIES,
     build_model,
@@ -38,6 +44,7 @@ from ssl_audio.train.families import (
 )
 from ssl_audio.train.hardware import bf16_units
 from ssl_audio.train.rng import capture_rng, restore_rng, seed_everything
+from ssl_audio.train.run_folder import RunFolderError, take_run_folder
 from ssl_audio.train.schedule import lr_multiplier
 from ssl_audio.train.telemetry import Telemetry
 from ssl_audio.train.weights import HEAD_PARTS, QUANTIZER_PARTS, load_weights
@@ -100,7 +107,32 @@ def batch_generator(seed: int, step: int, batch: Batch, device: torch.device) ->
 
 
 def train(cfg: Config, *, resume: str | None = None) -> TrainResult:
-    """Pretrain `cfg.model` on `cfg.data`. `resume`: None, "auto" (newest good checkpoint) or a step folder."""
+    """Pretrain `cfg.model` on `cfg.data`. `resume`: None, "auto" (newest good checkpoint) or a step folder.
+
+    The main process holds the run folder's lock from before it reads a checkpoint until the run ends."""
+    with contextlib.ExitStack() as held:
+        return _train(cfg, resume=resume, held=held)
+
+
+def _take_run_folder(run_dir: Path, accelerator: Accelerator, held: contextlib.ExitStack) -> list[Path]:
+    """Rank 0 locks the folder and clears stale temporary saves; every rank raises its error, if any.
+    Returns the stale paths removed."""
+    error, removed = None, []
+    if accelerator.is_main_process:
+        try:
+            removed = held.enter_context(take_run_folder(run_dir)).removed
+        except RunFolderError as err:
+            error = err
+    if accelerator.num_processes > 1:  # also a barrier: no rank reads checkpoints before the lock is held
+        message = broadcast_object_list([None if error is None else str(error)])[0]
+        if message is not None and error is None:
+            error = RunFolderError(message)
+    if error is not None:
+        raise error
+    return removed
+
+
+def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> TrainResult:
     cfg = with_label_shapes(cfg)
     family_cfg = family_config(cfg.model)
     # Layerdrop leaves layers without gradients in some updates; DDP must be told to expect that.
@@ -144,6 +176,7 @@ def train(cfg: Config, *, resume: str | None = None) -> TrainResult:
     seed_everything(cfg.seed)
     family = cfg.model.family
     model = build_model(cfg.model)
+    stale = _take_run_folder(run_dir, accelerator, held)
     resumed = load_checkpoint(resume) if resume not in (None, "auto") else find_resume(run_dir) if resume else None
     if resumed is None and cfg.init.checkpoint:
         skip = (QUANTIZER_PARTS if cfg.init.reset_quantizer else ()) + (HEAD_PARTS if cfg.init.reset_heads else ())
@@ -184,8 +217,10 @@ def train(cfg: Config, *, resume: str | None = None) -> TrainResult:
     # Only now, with the weights accepted, does the run folder get (or keep) this config.
     config_text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
     if accelerator.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
+        try:
+            save_config(cfg, run_dir / "config.yaml")
+        except OSError as err:
+            raise RunFolderError(f"run_dir {run_dir}: cannot write ({os_error_reason(err, err.filename)})") from None
     quantizer_cfg = getattr(family_cfg, "quantizer", None)
     telemetry = Telemetry(
         run_dir, enabled=accelerator.is_main_process, total_updates=total, start_update=step,
@@ -194,6 +229,9 @@ def train(cfg: Config, *, resume: str | None = None) -> TrainResult:
         perplexity_floor=None if quantizer_cfg is None
         else cfg.train.perplexity_warn_below * quantizer_cfg.num_groups * quantizer_cfg.num_entries,
     )  # fmt: skip
+    held.callback(telemetry.close)
+    for path in stale:
+        telemetry.line(f"removed {path}: left by a save that did not finish")
     if resumed is not None:
         telemetry.line(f"resumed from {resumed.path} at update {step}")
     num_params = sum(p.numel() for p in core.parameters())
@@ -280,7 +318,6 @@ def train(cfg: Config, *, resume: str | None = None) -> TrainResult:
             bad_in_row += 1
             telemetry.line(f"update {step + 1}: non-finite loss or gradient, skipped ({bad_in_row} in a row)")
             if bad_in_row >= cfg.train.max_bad_updates:
-                telemetry.close()
                 raise TrainingError(
                     f"stopping at update {step + 1}: {bad_in_row} non-finite updates in a row (last loss {loss_sum}); "
                     f"the newest checkpoint in {run_dir} holds the last finite weights"
@@ -319,7 +356,6 @@ def train(cfg: Config, *, resume: str | None = None) -> TrainResult:
             break
     if last_saved != step:
         result.checkpoint = save(None)
-    telemetry.close()
     result.step, result.epoch, result.skipped = step, loader.state_dict()["epoch"], skipped
     return result
 

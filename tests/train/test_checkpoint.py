@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import pickle
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from train_helpers import FullDisk
 
 import ssl_audio.train.checkpoint as ckpt
 from ssl_audio.train.checkpoint import (
@@ -230,40 +230,6 @@ def test_save_refuses_non_finite_weights(tmp_path: Path, bad: float) -> None:
     with pytest.raises(CheckpointError, match="refusing to save step 2: parameter 'w' holds NaN/Inf"):
         save_checkpoint(tmp_path, 2, model_state=state, train_state=train_state(2), config_text="")
     assert [p.name for p in tmp_path.iterdir()] == ["step_00000001"]  # no folder, no leftover
-
-
-class FullDisk:
-    """`open` for checkpoint.py on a disk with `free` bytes left: a write past them is cut short, the next
-    raises ENOSPC, as the kernel does."""
-
-    def __init__(self, free: int) -> None:
-        self.free = free
-
-    def __call__(self, path, mode="r", *args, **kwargs):
-        real = open(path, mode, *args, **kwargs)  # noqa: SIM115 (closed by the caller's with-block)
-        return real if "w" not in mode else BudgetedFile(real, self)
-
-
-class BudgetedFile:
-    def __init__(self, real, disk: FullDisk) -> None:
-        self.real, self.disk = real, disk
-
-    def write(self, data) -> int:
-        if self.disk.free <= 0:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        view = memoryview(data).cast("B")
-        written = self.real.write(view[: min(len(view), self.disk.free)])
-        self.disk.free -= written
-        return written
-
-    def flush(self) -> None:
-        self.real.flush()
-
-    def __enter__(self) -> BudgetedFile:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.real.close()
 
 
 def folder_bytes(path: Path) -> dict[str, int]:
