@@ -43,6 +43,7 @@ from ssl_audio.train.families import (
     masked_accuracy,
 )
 from ssl_audio.train.hardware import bf16_units
+from ssl_audio.train.resume_changes import apply_optimizer_settings, check_resume_changes
 from ssl_audio.train.rng import capture_rng, restore_rng, seed_everything
 from ssl_audio.train.run_folder import RunFolderError, take_run_folder
 from ssl_audio.train.schedule import lr_multiplier
@@ -198,13 +199,17 @@ def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> Tr
     core = accelerator.unwrap_model(model)
 
     step = epoch = skipped = bad_in_row = 0
+    resume_lines: list[str] = []
     if resumed is not None:
         load_weights(core, resumed.model_state, source=str(resumed.path))
         state = resumed.train_state
         if state["world_size"] != world:
             raise ValueError(f"{resumed.path}: saved with {state['world_size']} processes, resuming with {world}")
+        resume_lines = check_resume_changes(resumed.config_text, cfg, source=str(resumed.path))
+        fresh_groups = [dict(group) for group in optimizer.optimizer.param_groups]
         optimizer.optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        apply_optimizer_settings(optimizer.optimizer, scheduler, fresh_groups, cfg.optim.lr)
         if accelerator.scaler is not None and state.get("scaler"):
             accelerator.scaler.load_state_dict(state["scaler"])
         loader.load_state_dict(state["loader"][rank])
@@ -234,6 +239,8 @@ def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> Tr
         telemetry.line(f"removed {path}: left by a save that did not finish")
     if resumed is not None:
         telemetry.line(f"resumed from {resumed.path} at update {step}")
+    for line in resume_lines:
+        telemetry.line(line)
     num_params = sum(p.numel() for p in core.parameters())
     telemetry.line(
         f"{family} ({cfg.model.preset}): {num_params:,} parameters, {world} process(es), "
@@ -313,6 +320,7 @@ def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> Tr
             if ok:
                 optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        lr = optimizer.param_groups[0]["lr"]  # the rate this update used
         if not ok:
             skipped += 1
             bad_in_row += 1
@@ -324,7 +332,6 @@ def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> Tr
                 )
             continue
         bad_in_row = 0
-        lr = scheduler.get_last_lr()[0]  # the rate this update used
         scheduler.step()
         step += 1
         mean_loss = loss_sum / max(frames, 1.0)
