@@ -54,7 +54,8 @@ PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 
 
 class TrainingError(RuntimeError):
-    """The run cannot go on (e.g. too many non-finite updates in a row)."""
+    """The run cannot go on (e.g. too many non-finite updates in a row, or an optimizer step that made the
+    weights non-finite). The newest checkpoint then holds the last finite weights."""
 
 
 @dataclass(kw_only=True)
@@ -321,6 +322,18 @@ def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> Tr
                 optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         lr = optimizer.param_groups[0]["lr"]  # the rate this update used
+        if ok:  # a finite gradient can still step to Inf/NaN (lr or eps out of range): one max over the weights
+            weights_max = float(torch.nn.utils.get_total_norm(params, norm_type=math.inf))
+            if not math.isfinite(weights_max):
+                o = cfg.optim
+                text = (
+                    f"stopping at update {step + 1}: the optimizer step made the weights non-finite (max |w| "
+                    f"{weights_max}) with a finite gradient (norm {grad_norm:.4g}) at lr {lr:.4g}; check optim.lr="
+                    f"{o.lr}, optim.eps={o.eps}, optim.betas={list(o.betas)}, optim.weight_decay={o.weight_decay}. "
+                    f"Not saved: the newest checkpoint in {run_dir} holds the last finite weights"
+                )
+                telemetry.line(text)
+                raise TrainingError(text)
         if not ok:
             skipped += 1
             bad_in_row += 1
