@@ -1,12 +1,12 @@
 """What a resumed run may change: keys the loop honours from the new config; every other change is refused.
 
-A checkpoint's config.yaml is the config its weights, optimizer and sampler state were trained with. On resume
-the new resolved config is compared with it key by key. Honoured keys are read from the new config by the loop
-(the optimizer's hyperparameters and the peak rate are put back into the restored optimizer and scheduler by
-`apply_optimizer_settings`), so the run folder's config.yaml records only values the run uses. Any other
-change (model, data, seed, precision, accumulation, init...) would be silently overridden by the restored
-state or would make it meaningless: refused, naming the key and both values.
-"""
+On resume the new resolved config is compared key by key with the checkpoint's config.yaml: the config its
+weights, optimizer and sampler state were trained with (the run folder's config.yaml is the same file, except
+after a resume that died before its first save). Honoured keys are read from the new config by the loop (the
+optimizer's hyperparameters and the peak rate are put back into the restored optimizer and scheduler by
+`apply_optimizer_settings`), so config.yaml records only values the run uses. Any other change (model, seed,
+crops and batches, precision, accumulation, init...) would be overridden by the restored state or would make it
+meaningless: refused, naming the key and both values."""
 
 from __future__ import annotations
 
@@ -35,6 +35,10 @@ HONOURED = (
     "train.perplexity_warn_below",
     "train.chance_warn_after",
     "data.num_workers",  # the loader's position counts batches received, whatever the workers
+    # Moved files (a copied run folder, hubert-iterate's labels inside it): the resumed run reads the new paths.
+    "data.manifest_dir",
+    "data.train_labels",
+    "data.valid_labels",
 )
 
 

@@ -26,9 +26,11 @@ def test_honoured_changes_are_listed_and_others_refused_with_both_values(tmp_pat
     base = wav2vec2_overrides(tmp_path, tmp_path / "run", "train.max_updates=4")
     text = saved_text(base)
     lines = check_resume_changes(
-        text, config([*base, "optim.lr=0.01", "train.stop_at=3", "data.num_workers=2"]), source="S"
-    )
+        text, config([*base, "optim.lr=0.01", "train.stop_at=3", "data.num_workers=2", "data.manifest_dir=/m"]),
+        source="S",
+    )  # fmt: skip
     assert lines == [
+        f"resume: data.manifest_dir changed {str(tmp_path / 'manifest')!r} -> '/m' (applied)",
         "resume: data.num_workers changed 0 -> 2 (applied)",
         "resume: optim.lr changed 0.001 -> 0.01 (applied)",
         "resume: train.stop_at changed None -> 3 (applied)",
