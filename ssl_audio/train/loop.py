@@ -3,6 +3,9 @@
 Read top to bottom: set-up, resume, then `while step < total: update; validate; save`. An update sums the
 losses of `accum` micro-batches on every process and divides the gradient by the total number of
 predicted frames (fairseq's normalisation), so the gradient does not depend on how the work is split.
+After each optimizer step one max over the weights (one host sync) checks that they are still finite; if not,
+the run stops with a TrainingError naming the update and the optim keys before anything is saved, so the newest
+checkpoint always holds the last finite weights.
 """
 
 from __future__ import annotations
