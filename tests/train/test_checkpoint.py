@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -271,3 +274,42 @@ def test_full_disk_inside_torch_save_is_reported_as_such(tmp_path: Path, monkeyp
     with pytest.raises(CheckpointSaveError, match=r"cannot save step 2: no space left on device at .*train_state\.pt$"):
         save(tmp_path, 2)
     assert seen and "unexpected pos" in str(seen[0])  # what torch itself raised
+
+
+TMPFS_SAVES = """
+import sys
+from pathlib import Path
+import torch
+from ssl_audio.train.checkpoint import CheckpointSaveError, find_resume, save_checkpoint
+run = Path(sys.argv[1])
+for step in (1, 2):  # 120 kB of weights and 120 kB of train state each, on a 400 kB disk
+    state = {"w": torch.randn(30000, generator=torch.Generator().manual_seed(step))}
+    try:
+        save_checkpoint(run, step, model_state=state, train_state={"m": state}, config_text="c: 1\\n")
+    except CheckpointSaveError as err:
+        print(err)
+print(find_resume(run).step, sorted(p.name for p in run.iterdir()))
+"""
+
+
+def _tmpfs_works() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt"], capture_output=True)
+    return probe.returncode == 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _tmpfs_works(), reason="needs a private mount namespace to mount a small tmpfs")
+def test_a_real_full_tmpfs(tmp_path: Path) -> None:
+    """The kernel's ENOSPC on a 400 kB tmpfs: torch.save's `unexpected pos` is reported as a full disk."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    script = f"mount -t tmpfs -o size=400k tmpfs {mount} && exec {sys.executable} -c '{TMPFS_SAVES}' {mount}"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    done = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        f"cannot save step 2: no space left on device at {mount / '.step_00000002.tmp' / 'train_state.pt'}",
+        "1 ['step_00000001']",
+    ]
