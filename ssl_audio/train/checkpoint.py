@@ -9,10 +9,14 @@
 
 A folder is written as `.step_00001000.tmp/` and renamed when complete, so a crash mid-save leaves
 nothing that looks like a checkpoint; `meta.json` then catches truncation or corruption after the fact.
+A save that fails (disk full, I/O error) removes its temporary folder and raises CheckpointSaveError naming
+the file and the reason; the checkpoints already written are untouched. A process killed mid-save leaves the
+temporary folder behind: the next run removes it when it takes the run folder (train/run_folder.py).
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -24,7 +28,8 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
 PREFIX = "step_"
 MODEL_FILE, STATE_FILE, CONFIG_FILE, META_FILE = "model.safetensors", "train_state.pt", "config.yaml", "meta.json"
@@ -32,6 +37,10 @@ MODEL_FILE, STATE_FILE, CONFIG_FILE, META_FILE = "model.safetensors", "train_sta
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used; the message names the folder or file and the reason."""
+
+
+class CheckpointSaveError(CheckpointError):
+    """A checkpoint that could not be written (e.g. the disk is full); the message names the file."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,6 +73,51 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def os_error_reason(err: OSError, path: str | os.PathLike) -> str:
+    """`no space left on device at <path>` and the like: the reason first, then where."""
+    if err.errno == errno.ENOSPC:
+        return f"no space left on device at {path}"
+    return f"{(err.strerror or str(err)).lower()} at {path}"
+
+
+class _WholeWrites:
+    """A file object whose write() writes everything or raises: torch.save turns a short write into an
+    `unexpected pos` RuntimeError, so the OSError behind it (ENOSPC) is kept here to be reported."""
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        view = memoryview(data).cast("B")
+        try:
+            while view:
+                view = view[self.raw.write(view) :]  # a full disk first writes short, then raises ENOSPC
+        except OSError as err:
+            self.error = err
+            raise
+        return len(data)
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+
+def _write_file(path: Path, write: Any) -> None:
+    """Run `write(file)` on a new file at `path`; any OSError behind a failure is raised as that OSError."""
+    with open(path, "wb", buffering=0) as raw:
+        out = _WholeWrites(raw)
+        try:
+            write(out)
+        except Exception as err:
+            if out.error is not None and out.error is not err:
+                raise out.error from err
+            raise
+
+
+def _safetensors(model_state: dict[str, torch.Tensor]) -> bytes:
+    return safetensors_bytes({k: v.detach().contiguous().cpu() for k, v in model_state.items()})
+
+
 def save_checkpoint(
     run_dir: str | Path,
     step: int,
@@ -73,31 +127,47 @@ def save_checkpoint(
     config_text: str,
     val_loss: float | None = None,
 ) -> Path:
-    """Write a complete checkpoint for `step` atomically; returns its folder."""
+    """Write a complete checkpoint for `step` atomically; returns its folder. On failure nothing is left."""
     final = step_dir(Path(run_dir), step)
     tmp = final.with_name(f".{final.name}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
     for name, value in model_state.items():
         if not torch.isfinite(value).all() and value.is_floating_point():
-            shutil.rmtree(tmp)
             raise CheckpointError(f"refusing to save step {step}: parameter {name!r} holds NaN/Inf")
-    save_file({k: v.detach().contiguous().cpu() for k, v in model_state.items()}, tmp / MODEL_FILE)
-    torch.save(train_state, tmp / STATE_FILE)
-    (tmp / CONFIG_FILE).write_text(config_text, encoding="utf-8")
+    file = tmp
+    try:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        file = tmp / MODEL_FILE  # serialised in memory: safetensors' own writer hides the errno of a failure
+        _write_file(file, lambda f: f.write(_safetensors(model_state)))
+        file = tmp / STATE_FILE
+        _write_file(file, lambda f: torch.save(train_state, f))
+        file = tmp / CONFIG_FILE
+        _write_file(file, lambda f: f.write(config_text.encode("utf-8")))
+        file = tmp / META_FILE
+        _write_meta(tmp, step, val_loss)
+        file = final
+        if final.exists():  # saving the same step again (e.g. the end of a run that just saved)
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _fsync(final.parent)
+    except Exception as err:  # not KeyboardInterrupt: like a kill, it leaves the folder to the next run
+        shutil.rmtree(tmp, ignore_errors=True)  # frees the space the partial save took
+        if isinstance(err, OSError):
+            raise CheckpointSaveError(f"cannot save step {step}: {os_error_reason(err, file)}") from None
+        raise
+    return final
+
+
+def _write_meta(tmp: Path, step: int, val_loss: float | None) -> None:
+    """Sizes and hashes of the three files, then meta.json itself: what marks the folder complete."""
     files = {}
     for name in (MODEL_FILE, STATE_FILE, CONFIG_FILE):
         _fsync(tmp / name)
         files[name] = {"bytes": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)}
     meta = {"step": step, "val_loss": val_loss, "files": files}
-    (tmp / META_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    _write_file(tmp / META_FILE, lambda f: f.write(json.dumps(meta, indent=1).encode("utf-8")))
     _fsync(tmp / META_FILE)
-    if final.exists():  # saving the same step again (e.g. the end of a run that just saved)
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    _fsync(final.parent)
-    return final
 
 
 def read_meta(path: Path, *, verify: bool = True) -> dict:

@@ -3,6 +3,9 @@
 Read top to bottom: set-up, resume, then `while step < total: update; validate; save`. An update sums the
 losses of `accum` micro-batches on every process and divides the gradient by the total number of
 predicted frames (fairseq's normalisation), so the gradient does not depend on how the work is split.
+After each optimizer step one max over the weights (one host sync) checks that they are still finite; if not,
+the run stops with a TrainingError naming the update and the optim keys before anything is saved, so the newest
+checkpoint always holds the last finite weights.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from pathlib import Path
 import torch
 import yaml
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs, gather_object
+from accelerate.utils import DistributedDataParallelKwargs, broadcast_object_list, gather_object
 
 from ssl_audio.audio import SAMPLE_RATE
 from ssl_audio.config import Config, save_config, to_dict
@@ -27,7 +30,13 @@ from ssl_audio.data.labels import check_label_sets, label_classes, load_labels, 
 from ssl_audio.data.loader import ResumableLoader, make_loader, set_epoch
 from ssl_audio.data.manifest import load_manifest
 from ssl_audio.data.mixing import Mixer
-from ssl_audio.train.checkpoint import find_resume, load_checkpoint, prune_checkpoints, save_checkpoint
+from ssl_audio.train.checkpoint import (
+    find_resume,
+    load_checkpoint,
+    os_error_reason,
+    prune_checkpoints,
+    save_checkpoint,
+)
 from ssl_audio.train.families import (
     FAMILIES,
     build_model,
@@ -37,7 +46,9 @@ from ssl_audio.train.families import (
     masked_accuracy,
 )
 from ssl_audio.train.hardware import bf16_units
+from ssl_audio.train.resume_changes import apply_optimizer_settings, check_resume_changes
 from ssl_audio.train.rng import capture_rng, restore_rng, seed_everything
+from ssl_audio.train.run_folder import RunFolderError, take_run_folder
 from ssl_audio.train.schedule import lr_multiplier
 from ssl_audio.train.telemetry import Telemetry
 from ssl_audio.train.weights import HEAD_PARTS, QUANTIZER_PARTS, load_weights
@@ -46,7 +57,8 @@ PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 
 
 class TrainingError(RuntimeError):
-    """The run cannot go on (e.g. too many non-finite updates in a row)."""
+    """The run cannot go on (e.g. too many non-finite updates in a row, or an optimizer step that made the
+    weights non-finite). The newest checkpoint then holds the last finite weights."""
 
 
 @dataclass(kw_only=True)
@@ -101,7 +113,32 @@ def batch_generator(seed: int, step: int, batch: Batch, device: torch.device) ->
 
 
 def train(cfg: Config, *, resume: str | None = None) -> TrainResult:
-    """Pretrain `cfg.model` on `cfg.data`. `resume`: None, "auto" (newest good checkpoint) or a step folder."""
+    """Pretrain `cfg.model` on `cfg.data`. `resume`: None, "auto" (newest good checkpoint) or a step folder.
+
+    The main process holds the run folder's lock from before it reads a checkpoint until the run ends."""
+    with contextlib.ExitStack() as held:
+        return _train(cfg, resume=resume, held=held)
+
+
+def _take_run_folder(run_dir: Path, accelerator: Accelerator, held: contextlib.ExitStack) -> list[Path]:
+    """Rank 0 locks the folder and clears stale temporary saves; every rank raises its error, if any.
+    Returns the stale paths removed."""
+    error, removed = None, []
+    if accelerator.is_main_process:
+        try:
+            removed = held.enter_context(take_run_folder(run_dir)).removed
+        except RunFolderError as err:
+            error = err
+    if accelerator.num_processes > 1:  # also a barrier: no rank reads checkpoints before the lock is held
+        message = broadcast_object_list([None if error is None else str(error)])[0]
+        if message is not None and error is None:
+            error = RunFolderError(message)
+    if error is not None:
+        raise error
+    return removed
+
+
+def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> TrainResult:
     cfg = with_label_shapes(cfg)
     family_cfg = family_config(cfg.model)
     # Layerdrop leaves layers without gradients in some updates; DDP must be told to expect that.
@@ -146,6 +183,7 @@ def train(cfg: Config, *, resume: str | None = None) -> TrainResult:
     seed_everything(cfg.seed)
     family = cfg.model.family
     model = build_model(cfg.model)
+    stale = _take_run_folder(run_dir, accelerator, held)
     resumed = load_checkpoint(resume) if resume not in (None, "auto") else find_resume(run_dir) if resume else None
     if resumed is None and cfg.init.checkpoint:
         skip = (QUANTIZER_PARTS if cfg.init.reset_quantizer else ()) + (HEAD_PARTS if cfg.init.reset_heads else ())
@@ -167,13 +205,17 @@ def train(cfg: Config, *, resume: str | None = None) -> TrainResult:
     core = accelerator.unwrap_model(model)
 
     step = epoch = skipped = bad_in_row = 0
+    resume_lines: list[str] = []
     if resumed is not None:
         load_weights(core, resumed.model_state, source=str(resumed.path))
         state = resumed.train_state
         if state["world_size"] != world:
             raise ValueError(f"{resumed.path}: saved with {state['world_size']} processes, resuming with {world}")
+        resume_lines = check_resume_changes(resumed.config_text, cfg, source=str(resumed.path))
+        fresh_groups = [dict(group) for group in optimizer.optimizer.param_groups]
         optimizer.optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        apply_optimizer_settings(optimizer.optimizer, scheduler, fresh_groups, cfg.optim.lr)
         if accelerator.scaler is not None and state.get("scaler"):
             accelerator.scaler.load_state_dict(state["scaler"])
         loader.load_state_dict(state["loader"][rank])
@@ -186,8 +228,10 @@ def train(cfg: Config, *, resume: str | None = None) -> TrainResult:
     # Only now, with the weights accepted, does the run folder get (or keep) this config.
     config_text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
     if accelerator.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
+        try:
+            save_config(cfg, run_dir / "config.yaml")
+        except OSError as err:
+            raise RunFolderError(f"run_dir {run_dir}: cannot write ({os_error_reason(err, err.filename)})") from None
     quantizer_cfg = getattr(family_cfg, "quantizer", None)
     telemetry = Telemetry(
         run_dir, enabled=accelerator.is_main_process, total_updates=total, start_update=step,
@@ -196,12 +240,17 @@ def train(cfg: Config, *, resume: str | None = None) -> TrainResult:
         perplexity_floor=None if quantizer_cfg is None
         else cfg.train.perplexity_warn_below * quantizer_cfg.num_groups * quantizer_cfg.num_entries,
     )  # fmt: skip
+    held.callback(telemetry.close)
+    for path in stale:
+        telemetry.line(f"removed {path}: left by a save that did not finish")
     if accelerator.is_main_process:  # skipped bad files go to train.log; other ranks keep stderr
         for part in (loader, valid_loader):
             if part is not None:
                 part.report = telemetry.line
     if resumed is not None:
         telemetry.line(f"resumed from {resumed.path} at update {step}")
+    for line in resume_lines:
+        telemetry.line(line)
     num_params = sum(p.numel() for p in core.parameters())
     telemetry.line(
         f"{family} ({cfg.model.preset}): {num_params:,} parameters, {world} process(es), "
@@ -281,19 +330,30 @@ def train(cfg: Config, *, resume: str | None = None) -> TrainResult:
             if ok:
                 optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        lr = optimizer.param_groups[0]["lr"]  # the rate this update used
+        if ok:  # a finite gradient can still step to Inf/NaN (lr or eps out of range): one max over the weights
+            weights_max = float(torch.nn.utils.get_total_norm(params, norm_type=math.inf))
+            if not math.isfinite(weights_max):
+                o = cfg.optim
+                text = (
+                    f"stopping at update {step + 1}: the optimizer step made the weights non-finite (max |w| "
+                    f"{weights_max}) with a finite gradient (norm {grad_norm:.4g}) at lr {lr:.4g}; check optim.lr="
+                    f"{o.lr}, optim.eps={o.eps}, optim.betas={list(o.betas)}, optim.weight_decay={o.weight_decay}. "
+                    f"Not saved: the newest checkpoint in {run_dir} holds the last finite weights"
+                )
+                telemetry.line(text)
+                raise TrainingError(text)
         if not ok:
             skipped += 1
             bad_in_row += 1
             telemetry.line(f"update {step + 1}: non-finite loss or gradient, skipped ({bad_in_row} in a row)")
             if bad_in_row >= cfg.train.max_bad_updates:
-                telemetry.close()
                 raise TrainingError(
                     f"stopping at update {step + 1}: {bad_in_row} non-finite updates in a row (last loss {loss_sum}); "
                     f"the newest checkpoint in {run_dir} holds the last finite weights"
                 )
             continue
         bad_in_row = 0
-        lr = scheduler.get_last_lr()[0]  # the rate this update used
         scheduler.step()
         step += 1
         mean_loss = loss_sum / max(frames, 1.0)
@@ -326,7 +386,6 @@ def train(cfg: Config, *, resume: str | None = None) -> TrainResult:
             break
     if last_saved != step:
         result.checkpoint = save(None)
-    telemetry.close()
     result.step, result.epoch, result.skipped = step, loader.state_dict()["epoch"], skipped
     return result
 

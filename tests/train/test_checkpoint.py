@@ -5,14 +5,19 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+from train_helpers import FullDisk
 
 import ssl_audio.train.checkpoint as ckpt
 from ssl_audio.train.checkpoint import (
     CheckpointError,
+    CheckpointSaveError,
     find_resume,
     list_checkpoints,
     load_checkpoint,
@@ -83,13 +88,14 @@ def test_partial_save_never_looks_like_a_checkpoint(tmp_path: Path, monkeypatch:
 def test_crash_mid_save_leaves_a_temp_folder_that_list_resume_and_prune_ignore(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """An interrupt mid-save stands for a killed process: the temp folder stays (the next run removes it)."""
     save(tmp_path, 1)
 
     def crash(*args, **kwargs):
-        raise OSError("disk full")
+        raise KeyboardInterrupt
 
     monkeypatch.setattr(torch, "save", crash)  # train_state.pt is written after model.safetensors
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(KeyboardInterrupt):
         save(tmp_path, 2)
     monkeypatch.undo()
     tmp = tmp_path / ".step_00000002.tmp"
@@ -227,3 +233,83 @@ def test_save_refuses_non_finite_weights(tmp_path: Path, bad: float) -> None:
     with pytest.raises(CheckpointError, match="refusing to save step 2: parameter 'w' holds NaN/Inf"):
         save_checkpoint(tmp_path, 2, model_state=state, train_state=train_state(2), config_text="")
     assert [p.name for p in tmp_path.iterdir()] == ["step_00000001"]  # no folder, no leftover
+
+
+def folder_bytes(path: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_size for p in path.iterdir()}
+
+
+@pytest.mark.parametrize("file", ["model.safetensors", "train_state.pt", "config.yaml", "meta.json"])
+def test_full_disk_mid_save_names_the_file_and_keeps_the_last_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, file: str
+) -> None:
+    first = save(tmp_path, 1)
+    sizes = folder_bytes(first)  # step 2's files have the same sizes (same shapes, same config length)
+    order = ["model.safetensors", "train_state.pt", "config.yaml", "meta.json"]
+    free = sum(sizes[name] for name in order[: order.index(file)]) + sizes[file] // 2  # runs out inside `file`
+    monkeypatch.setattr(ckpt, "open", FullDisk(free), raising=False)
+    with pytest.raises(CheckpointSaveError) as err:
+        save(tmp_path, 2)
+    monkeypatch.undo()
+    assert str(err.value) == f"cannot save step 2: no space left on device at {tmp_path / '.step_00000002.tmp' / file}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step_00000001"]  # the partial folder freed its space
+    assert find_resume(tmp_path).step == 1 and load_checkpoint(first).config_text == "step: 1\n"
+
+
+def test_full_disk_inside_torch_save_is_reported_as_such(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch.save reports a short write as `unexpected pos`: the ENOSPC behind it is what the message says."""
+    real_save = torch.save
+    seen: list[BaseException] = []
+
+    def recording_save(obj, f, *args, **kwargs):
+        try:
+            real_save(obj, f, *args, **kwargs)
+        except BaseException as e:
+            seen.append(e)
+            raise
+
+    monkeypatch.setattr(torch, "save", recording_save)
+    first = save(tmp_path, 1)
+    monkeypatch.setattr(ckpt, "open", FullDisk((first / "model.safetensors").stat().st_size + 100), raising=False)
+    with pytest.raises(CheckpointSaveError, match=r"cannot save step 2: no space left on device at .*train_state\.pt$"):
+        save(tmp_path, 2)
+    assert seen and "unexpected pos" in str(seen[0])  # what torch itself raised
+
+
+TMPFS_SAVES = """
+import sys
+from pathlib import Path
+import torch
+from ssl_audio.train.checkpoint import CheckpointSaveError, find_resume, save_checkpoint
+run = Path(sys.argv[1])
+for step in (1, 2):  # 120 kB of weights and 120 kB of train state each, on a 400 kB disk
+    state = {"w": torch.randn(30000, generator=torch.Generator().manual_seed(step))}
+    try:
+        save_checkpoint(run, step, model_state=state, train_state={"m": state}, config_text="c: 1\\n")
+    except CheckpointSaveError as err:
+        print(err)
+print(find_resume(run).step, sorted(p.name for p in run.iterdir()))
+"""
+
+
+def _tmpfs_works() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt"], capture_output=True)
+    return probe.returncode == 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _tmpfs_works(), reason="needs a private mount namespace to mount a small tmpfs")
+def test_a_real_full_tmpfs(tmp_path: Path) -> None:
+    """The kernel's ENOSPC on a 400 kB tmpfs: torch.save's `unexpected pos` is reported as a full disk."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    script = f"mount -t tmpfs -o size=400k tmpfs {mount} && exec {sys.executable} -c '{TMPFS_SAVES}' {mount}"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    done = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        f"cannot save step 2: no space left on device at {mount / '.step_00000002.tmp' / 'train_state.pt'}",
+        "1 ['step_00000001']",
+    ]

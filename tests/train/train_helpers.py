@@ -7,6 +7,7 @@ through `ssl_audio.cli pretrain` and prints what each rank saw as one JSON line.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -168,3 +169,37 @@ def pretrain(
     """Run pretraining in child process(es) to the end; returns the reports by rank."""
     proc = start_child(overrides, reports, resume=resume, processes=processes, **env)
     return finish_child(proc, reports, processes=processes)
+
+
+class FullDisk:
+    """`open` for checkpoint.py on a disk with `free` bytes left: a write past them is cut short, the next
+    raises ENOSPC, as the kernel does."""
+
+    def __init__(self, free: int) -> None:
+        self.free = free
+
+    def __call__(self, path, mode="r", *args, **kwargs):
+        real = open(path, mode, *args, **kwargs)  # noqa: SIM115 (closed by the caller's with-block)
+        return real if "w" not in mode else BudgetedFile(real, self)
+
+
+class BudgetedFile:
+    def __init__(self, real, disk: FullDisk) -> None:
+        self.real, self.disk = real, disk
+
+    def write(self, data) -> int:
+        if self.disk.free <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        view = memoryview(data).cast("B")
+        written = self.real.write(view[: min(len(view), self.disk.free)])
+        self.disk.free -= written
+        return written
+
+    def flush(self) -> None:
+        self.real.flush()
+
+    def __enter__(self) -> BudgetedFile:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.real.close()
