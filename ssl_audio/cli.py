@@ -9,6 +9,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ssl_audio.train.run_control import REQUEUE_EXIT_CODE, TrainingError  # light: no torch
+
 
 def _manifest(args: argparse.Namespace) -> None:
     from ssl_audio.data.manifest import build_manifests
@@ -61,7 +63,7 @@ def _data_pass(args: argparse.Namespace) -> None:
     (Path(cfg.run_dir) / "data_pass.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 
-def _pretrain(args: argparse.Namespace) -> None:
+def _pretrain(args: argparse.Namespace) -> int:
     from ssl_audio.config import load_config, to_dict
     from ssl_audio.train.loop import train
 
@@ -75,7 +77,7 @@ def _pretrain(args: argparse.Namespace) -> None:
         cfg = with_label_shapes(cfg)  # what training would write to run_dir/config.yaml
         family_config(cfg.model)  # a bad model.config key fails here as it would in training
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
-        return
+        return 0
     result = train(cfg, resume=args.resume)
     summary = f"pretrain: {result.step} updates ({result.skipped} skipped)"
     if result.losses:
@@ -83,6 +85,16 @@ def _pretrain(args: argparse.Namespace) -> None:
     if result.valid:
         summary += f", valid loss {result.valid['loss']:.3f}"
     print(summary + (f"; checkpoint {result.checkpoint}" if result.checkpoint else ""))
+    if result.losses:
+        mfu = "" if result.mfu is None else f", MFU {result.mfu:.1%}"
+        print(
+            f"throughput: {result.audio_seconds_per_second:.1f} audio-s/s, "
+            f"{result.tflops_per_second:.3g} TFLOP/s{mfu} over {len(result.losses)} updates"
+        )
+    if result.interrupted is not None:
+        print(f"pretrain: stopped by {result.interrupted}; continue with --resume auto", file=sys.stderr)
+        return REQUEUE_EXIT_CODE
+    return 0
 
 
 def _dump_features(args: argparse.Namespace) -> None:
@@ -397,14 +409,17 @@ def error_line(err: BaseException) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        code = args.func(args)
+    except TrainingError as err:  # the run cannot go on; its message says why and which checkpoint to use
+        print(f"ssl-audio {args.command}: error: {err}", file=sys.stderr)
+        return 1
     except (ValueError, OSError) as err:  # bad input: a clear message, not a traceback
         line = error_line(err)
         if line is None:
             raise
         print(f"ssl-audio {args.command}: error: {line}", file=sys.stderr)
         return 2
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

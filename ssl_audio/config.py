@@ -175,12 +175,13 @@ class TrainConfig:
     max_bad_updates: int = 20  # consecutive skipped (non-finite) updates before the run stops
     perplexity_warn_below: float = 0.02  # warn when code perplexity < this fraction of G*V (collapse)
     chance_warn_after: int = 2000  # warn when masked accuracy is still near chance after this many updates
+    peak_tflops: float | None = None  # MFU's denominator; None: the GPU's data sheet, or a matmul measured on a CPU
 
     def __post_init__(self) -> None:
         require_count(self, "max_epochs", "stop_at", "grad_accum", "valid_every", "valid_max_batches", "save_every")
         require_count(self, "keep_last", "log_every", "max_bad_updates")
         require_count(self, "max_updates", "chance_warn_after", minimum=0)
-        require_positive(self, "target_seconds_per_update")
+        require_positive(self, "target_seconds_per_update", "peak_tflops")
         require_probability(self, "perplexity_warn_below")
 
 

@@ -30,6 +30,7 @@ from ssl_audio.data.labels import check_label_sets, label_classes, load_labels, 
 from ssl_audio.data.loader import ResumableLoader, make_loader, set_epoch
 from ssl_audio.data.manifest import load_manifest
 from ssl_audio.data.mixing import Mixer
+from ssl_audio.models.flops import TRAINING_FACTOR, forward_flops
 from ssl_audio.train.checkpoint import (
     find_resume,
     load_checkpoint,
@@ -46,19 +47,16 @@ from ssl_audio.train.families import (
     masked_accuracy,
 )
 from ssl_audio.train.hardware import bf16_units
+from ssl_audio.train.peak import device_peak, utilisation
 from ssl_audio.train.resume_changes import apply_optimizer_settings, check_resume_changes
 from ssl_audio.train.rng import capture_rng, restore_rng, seed_everything
+from ssl_audio.train.run_control import StopRequest, TrainingError
 from ssl_audio.train.run_folder import RunFolderError, take_run_folder
 from ssl_audio.train.schedule import lr_multiplier
 from ssl_audio.train.telemetry import Telemetry
 from ssl_audio.train.weights import HEAD_PARTS, QUANTIZER_PARTS, load_weights
 
 PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
-
-
-class TrainingError(RuntimeError):
-    """The run cannot go on (e.g. too many non-finite updates in a row, or an optimizer step that made the
-    weights non-finite). The newest checkpoint then holds the last finite weights."""
 
 
 @dataclass(kw_only=True)
@@ -69,6 +67,17 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)  # mean loss per frame of each update this call ran
     valid: dict[str, float] = field(default_factory=dict)  # the last validation
     checkpoint: Path | None = None
+    interrupted: str | None = None  # the stop signal (SIGTERM, SIGUSR1) that ended this call, checkpointed
+    audio_seconds_per_second: float = 0.0  # over the updates this call ran
+    tflops_per_second: float = 0.0  # model FLOPs (models/flops.py) per second of update time, all processes
+    mfu: float | None = None  # that over the peak of all processes' devices; None without a known peak
+
+
+def update_flops(family_cfg: object, lengths: list[int], masked_frames: torch.Tensor) -> torch.Tensor:
+    """Training FLOPs of one micro-batch; the masked-frame count stays on the device (no host sync)."""
+    base = forward_flops(family_cfg, lengths, masked_frames=0)
+    per_masked = forward_flops(family_cfg, lengths, masked_frames=1) - base  # wav2vec 2.0's heads: linear in it
+    return TRAINING_FACTOR * (base + per_masked * masked_frames.float())
 
 
 def with_label_shapes(cfg: Config) -> Config:
@@ -251,6 +260,13 @@ def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> Tr
         telemetry.line(f"resumed from {resumed.path} at update {step}")
     for line in resume_lines:
         telemetry.line(line)
+    peak = device_peak(device, cfg.train.precision, cfg.train.peak_tflops)
+    telemetry.line(
+        f"MFU against {peak.tflops:.3g} TFLOP/s per process ({peak.source})" if peak is not None
+        else "MFU not reported: no peak known for this device (set train.peak_tflops)"
+    )  # fmt: skip
+    stop_request = StopRequest()
+    stop_request.install(held)
     num_params = sum(p.numel() for p in core.parameters())
     telemetry.line(
         f"{family} ({cfg.model.preset}): {num_params:,} parameters, {world} process(es), "
@@ -287,6 +303,7 @@ def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> Tr
     params = [p for p in model.parameters() if p.requires_grad]
     last_saved = step if resumed is not None else None
     stop = total if cfg.train.stop_at is None else min(total, cfg.train.stop_at)
+    run_flops = run_audio = run_seconds = 0.0
     while step < stop:
         # One update: accumulate micro-batches, normalise by the frames predicted on every process.
         started = time.perf_counter()
@@ -294,9 +311,11 @@ def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> Tr
         loss_sum = torch.zeros((), device=device)
         frames = torch.zeros((), device=device)
         audio = torch.zeros((), device=device)
+        flops = torch.zeros((), device=device)
         metric_sums: dict[str, torch.Tensor] = {}
         for micro in range(grad_accum):
             epoch, batch = next(stream)
+            lengths = batch.lengths.tolist()  # still on the host
             batch = batch.to(device)
             if mixer is not None:  # targets stay the primary's: only the waves change
                 batch = mixer(batch, batch_generator(cfg.seed + 1, step, batch, torch.device("cpu")))
@@ -311,10 +330,12 @@ def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> Tr
             loss_sum += out.loss.detach().float()
             frames += out.sample_size
             audio += batch.lengths.sum()
+            flops += update_flops(family_cfg, lengths, out.metrics["masked_frames"])
             for key, value in {**out.metrics, **{f"loss_{k}": v for k, v in out.losses.items()}}.items():
                 metric_sums[key] = metric_sums.get(key, 0) + value.detach().float()
-        totals = accelerator.reduce(torch.stack([loss_sum, frames, audio]), reduction="sum")
-        loss_sum, frames, audio = totals.tolist()
+        stopping = torch.tensor(float(stop_request.signal is not None), device=device)
+        totals = accelerator.reduce(torch.stack([loss_sum, frames, audio, flops, stopping]), reduction="sum")
+        loss_sum, frames, audio, flops, stopping = totals.tolist()
         # DDP averaged the gradients over processes; turn that into a sum divided by all predicted frames.
         scale = world / max(frames, 1.0)
         for p in params:
@@ -362,6 +383,8 @@ def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> Tr
         if "accuracy" not in metrics and masked_accuracy(metrics) is not None:  # HuBERT's accuracy_masked_0
             metrics["accuracy"] = masked_accuracy(metrics)
         seconds = time.perf_counter() - started
+        run_flops, run_audio, run_seconds = run_flops + flops, run_audio + audio, run_seconds + seconds
+        mfu = utilisation(flops, seconds * world, peak)  # peak is per process
         telemetry.update(
             step,
             {
@@ -369,11 +392,15 @@ def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> Tr
                 "loss_scale": accelerator.scaler.get_scale() if accelerator.scaler is not None else 1.0,
                 "audio_seconds_per_update": audio / SAMPLE_RATE,
                 "audio_seconds_per_second": audio / SAMPLE_RATE / seconds, "skipped_updates": skipped,
-                "bad_files": loader.bad_files,
+                "bad_files": loader.bad_files, "tflops_per_second": flops / seconds / 1e12,
+                **({} if mfu is None else {"mfu": mfu}),
             },
         )  # fmt: skip
         epoch_done = cfg.train.max_epochs is not None and loader.state_dict()["epoch"] >= cfg.train.max_epochs
-        done = step >= stop or epoch_done
+        if stopping and result.interrupted is None:
+            result.interrupted = stop_request.signal or "a stop signal on another process"
+            telemetry.line(f"update {step}: {result.interrupted} received: checkpointing and stopping")
+        done = step >= stop or epoch_done or result.interrupted is not None
         val_loss = None
         if valid_loader is not None and (step % cfg.train.valid_every == 0 or done):
             result.valid = validate(model, family, valid_loader, accelerator, cfg, step)
@@ -387,6 +414,10 @@ def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> Tr
     if last_saved != step:
         result.checkpoint = save(None)
     result.step, result.epoch, result.skipped = step, loader.state_dict()["epoch"], skipped
+    if run_seconds > 0:
+        result.audio_seconds_per_second = run_audio / SAMPLE_RATE / run_seconds
+        result.tflops_per_second = run_flops / run_seconds / 1e12
+        result.mfu = utilisation(run_flops, run_seconds * world, peak)
     return result
 
 

@@ -6,10 +6,13 @@ import warnings
 from pathlib import Path
 
 import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from train_helpers import config, wav2vec2_overrides
 
-from ssl_audio.train.loop import TrainResult, train
+from ssl_audio.models.flops import training_flops
+from ssl_audio.models.wav2vec2 import wav2vec2_tiny
+from ssl_audio.train.loop import TrainResult, train, update_flops
 from ssl_audio.train.schedule import lr_multiplier
 from ssl_audio.train.telemetry import Telemetry
 
@@ -106,6 +109,7 @@ def test_disabled_telemetry_writes_nothing(tmp_path: Path) -> None:
 # -- a real run -----------------------------------------------------------------------------------------
 
 MAX_UPDATES = 3
+PEAK = 0.5  # TFLOP/s: train.peak_tflops, so the MFU is a known multiple of the achieved rate
 LR = 0.001
 WARMUP = 2
 
@@ -113,7 +117,7 @@ WARMUP = 2
 @pytest.fixture(scope="module")
 def run(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, TrainResult]:
     run_dir = tmp_path_factory.mktemp("telemetry_run")
-    cfg = config(wav2vec2_overrides(corpus, run_dir, f"train.max_updates={MAX_UPDATES}"))
+    cfg = config(wav2vec2_overrides(corpus, run_dir, f"train.max_updates={MAX_UPDATES}", f"train.peak_tflops={PEAK}"))
     assert (cfg.optim.lr, cfg.schedule.warmup_updates) == (LR, WARMUP)
     return run_dir, train(cfg)
 
@@ -136,3 +140,22 @@ def test_logged_lr_is_the_rate_the_update_used(run: tuple[Path, TrainResult]) ->
     cfg = config(["schedule.warmup_updates=2"])
     used = [LR * lr_multiplier(s, MAX_UPDATES, cfg.schedule) for s in range(MAX_UPDATES)]  # 5e-4, 1e-3, 1e-3 ...
     assert [value for _, value in scalars(run_dir, "train/lr")] == pytest.approx(used, rel=1e-6)
+
+
+def test_run_logs_throughput_and_mfu_against_the_given_peak(run: tuple[Path, TrainResult]) -> None:
+    run_dir, result = run
+    rates, mfus = scalars(run_dir, "train/tflops_per_second"), scalars(run_dir, "train/mfu")
+    assert [step for step, _ in mfus] == [1, 2, 3] and all(rate > 0 for _, rate in rates)
+    for (_, rate), (_, mfu) in zip(rates, mfus):
+        assert mfu == pytest.approx(rate / PEAK, rel=1e-6)  # one process: achieved over the peak
+    assert (
+        result.mfu == pytest.approx(result.tflops_per_second / PEAK, rel=1e-12) and result.audio_seconds_per_second > 0
+    )
+    assert "MFU against 0.5 TFLOP/s per process (train.peak_tflops)" in (run_dir / "train.log").read_text()
+
+
+def test_update_flops_are_the_analytic_training_flops() -> None:
+    cfg = wav2vec2_tiny()
+    lengths = [16_000, 23_456, 40_000]
+    got = update_flops(cfg, lengths, torch.tensor(57))
+    assert float(got) == pytest.approx(training_flops(cfg, lengths, masked_frames=57), rel=1e-6)  # float32 tensor
