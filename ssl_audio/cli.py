@@ -139,11 +139,15 @@ def _kmeans(args: argparse.Namespace) -> None:
 
 
 def _hubert_iterate(args: argparse.Namespace) -> None:
+    from accelerate import PartialState
+
     from ssl_audio.cluster.iterate import IterateConfig, run_iterations
     from ssl_audio.config import load_config
 
     cfg = load_config(args.recipe, args.overrides, schema=IterateConfig)
     summaries = run_iterations(cfg)
+    if not PartialState().is_main_process:  # one table, from process 0 (run_iterations joined the processes)
+        return
     print("| iteration | source | k | PNMI | phone purity | cluster purity | valid loss |")
     print("|---|---|---|---|---|---|---|")
     for s in summaries:
@@ -319,7 +323,12 @@ def build_parser() -> argparse.ArgumentParser:
     quality.add_argument("--alignments", required=True, help="alignments.jsonl of the demo corpus")
     quality.set_defaults(func=_kmeans)
 
-    p = commands.add_parser("hubert-iterate", help="HuBERT's rounds: features, k-means, labels, pretraining")
+    p = commands.add_parser(
+        "hubert-iterate",
+        help="HuBERT's rounds: features, k-means, labels, pretraining",
+        description="Many processes: accelerate launch -m ssl_audio.cli hubert-iterate RECIPE.yaml (or torchrun): "
+        "all dump features, label and train; process 0 fits k-means.",
+    )
     p.add_argument("recipe", help="YAML with run_dir, pretrain (a recipe) and iterations")
     p.add_argument("overrides", nargs="*", default=(), metavar="KEY=VALUE")
     p.intermixed = True
