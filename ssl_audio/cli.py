@@ -98,13 +98,20 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 
 def _dump_features(args: argparse.Namespace) -> None:
-    from ssl_audio.cluster.features import FeatureSource, dump_features
+    import os
+
+    from ssl_audio.cluster.features import FeatureSource, dump_features, shard_from_environment
     from ssl_audio.data.manifest import load_manifest
 
+    shard, num_shards = args.shard, args.num_shards
+    if shard is None or num_shards is None:  # a flag given wins over the launcher's environment
+        from_env = shard_from_environment(os.environ)
+        shard = from_env[0] if shard is None else shard
+        num_shards = from_env[1] if num_shards is None else num_shards
     manifest = load_manifest(args.manifest)
     source = FeatureSource(name=args.source, layer=args.layer)
     meta = dump_features(
-        manifest, source, args.out, shard=args.shard, num_shards=args.num_shards, device=args.device, progress=True
+        manifest, source, args.out, shard=shard, num_shards=num_shards, device=args.device, progress=True
     )
     print(f"dump-features: wrote {meta} ({args.source}{'' if args.layer is None else f', layer {args.layer}'})")
 
@@ -144,11 +151,15 @@ def _kmeans(args: argparse.Namespace) -> None:
 
 
 def _hubert_iterate(args: argparse.Namespace) -> None:
+    from accelerate import PartialState
+
     from ssl_audio.cluster.iterate import IterateConfig, run_iterations
     from ssl_audio.config import load_config
 
     cfg = load_config(args.recipe, args.overrides, schema=IterateConfig)
     summaries = run_iterations(cfg)
+    if not PartialState().is_main_process:  # one table, from process 0 (run_iterations joined the processes)
+        return
     print("| iteration | source | k | PNMI | phone purity | cluster purity | valid loss |")
     print("|---|---|---|---|---|---|---|")
     for s in summaries:
@@ -287,8 +298,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", required=True, metavar="mfcc|CHECKPOINT", help="mfcc, or a checkpoint step folder")
     p.add_argument("--layer", type=int, default=None, help="encoder layer of a checkpoint source (0 = its input)")
     p.add_argument("--out", required=True, help="feature folder (one file pair per shard)")
-    p.add_argument("--shard", type=int, default=0, help="this process's shard")
-    p.add_argument("--num-shards", type=int, default=1, help="shards the manifest is split into")
+    p.add_argument(
+        "--shard", type=int, default=None,
+        help="this process's shard (default: $RANK, else the Slurm array task's index, else 0)",
+    )  # fmt: skip
+    p.add_argument(
+        "--num-shards", type=int, default=None,
+        help="shards the manifest is split into (default: $WORLD_SIZE, else $SLURM_ARRAY_TASK_COUNT, else 1)",
+    )  # fmt: skip
     p.add_argument("--device", default="cpu", help="torch device for checkpoint features")
     p.set_defaults(func=_dump_features)
 
@@ -318,7 +335,12 @@ def build_parser() -> argparse.ArgumentParser:
     quality.add_argument("--alignments", required=True, help="alignments.jsonl of the demo corpus")
     quality.set_defaults(func=_kmeans)
 
-    p = commands.add_parser("hubert-iterate", help="HuBERT's rounds: features, k-means, labels, pretraining")
+    p = commands.add_parser(
+        "hubert-iterate",
+        help="HuBERT's rounds: features, k-means, labels, pretraining",
+        description="Many processes: accelerate launch -m ssl_audio.cli hubert-iterate RECIPE.yaml (or torchrun): "
+        "all dump features, label and train; process 0 fits k-means.",
+    )
     p.add_argument("recipe", help="YAML with run_dir, pretrain (a recipe) and iterations")
     p.add_argument("overrides", nargs="*", default=(), metavar="KEY=VALUE")
     p.intermixed = True

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,6 +68,41 @@ def shard_rows(num_rows: int, shard: int, num_shards: int) -> tuple[int, int]:
     if not 0 <= shard < num_shards:
         raise ValueError(f"--shard must be in [0, {num_shards}), got {shard}")
     return shard * num_rows // num_shards, (shard + 1) * num_rows // num_shards
+
+
+def _env_int(env: Mapping[str, str], name: str) -> int:
+    try:
+        return int(env[name])
+    except ValueError:
+        raise ValueError(f"environment variable {name}={env[name]!r} is not an integer") from None
+
+
+def shard_from_environment(env: Mapping[str, str]) -> tuple[int, int]:
+    """(shard, num_shards) of this process from its launcher: RANK/WORLD_SIZE (torchrun, accelerate launch),
+    else a Slurm job array's SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT (counted from SLURM_ARRAY_TASK_MIN in
+    steps of SLURM_ARRAY_TASK_STEP), else (0, 1)."""
+    if "RANK" in env or "WORLD_SIZE" in env:
+        for name, other in (("RANK", "WORLD_SIZE"), ("WORLD_SIZE", "RANK")):
+            if name not in env:
+                raise ValueError(f"environment variable {name} is unset but {other} is set; set both or neither")
+        shard, count = _env_int(env, "RANK"), _env_int(env, "WORLD_SIZE")
+        where = f"RANK={shard}, WORLD_SIZE={count}"
+    elif "SLURM_ARRAY_TASK_ID" in env:
+        if "SLURM_ARRAY_TASK_COUNT" not in env:
+            raise ValueError("environment variable SLURM_ARRAY_TASK_COUNT is unset but SLURM_ARRAY_TASK_ID is set")
+        task, count = _env_int(env, "SLURM_ARRAY_TASK_ID"), _env_int(env, "SLURM_ARRAY_TASK_COUNT")
+        low = _env_int(env, "SLURM_ARRAY_TASK_MIN") if "SLURM_ARRAY_TASK_MIN" in env else 0
+        step = _env_int(env, "SLURM_ARRAY_TASK_STEP") if "SLURM_ARRAY_TASK_STEP" in env else 1
+        where = (f"SLURM_ARRAY_TASK_ID={task} (SLURM_ARRAY_TASK_MIN={low}, SLURM_ARRAY_TASK_STEP={step}, "
+                 f"SLURM_ARRAY_TASK_COUNT={count})")  # fmt: skip
+        if step < 1 or (task - low) % step:
+            raise ValueError(f"{where}: the task is not on the array's grid; pass --shard and --num-shards")
+        shard = (task - low) // step
+    else:
+        return 0, 1
+    if count < 1 or not 0 <= shard < count:
+        raise ValueError(f"{where}: shard {shard} is not in [0, {count}); pass --shard and --num-shards")
+    return shard, count
 
 
 def shard_name(shard: int, num_shards: int) -> str:

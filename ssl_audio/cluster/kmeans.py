@@ -7,9 +7,11 @@ k, dimension, feature source, inertia and cluster usage.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +20,7 @@ import numpy as np
 
 from ssl_audio.atomic import write_text
 from ssl_audio.cluster.features import FeatureSet
-from ssl_audio.data.labels import write_labels
+from ssl_audio.data.labels import manifest_hash, read_header, write_labels
 from ssl_audio.data.manifest import Manifest
 
 TINY_CLUSTER_FRACTION = 0.1  # a cluster with under 10% of the average share of points counts as tiny
@@ -209,17 +211,31 @@ def file_hash(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
-def assign_labels(model_path: str | Path, features: FeatureSet, manifest: Manifest, out: str | Path) -> Path:
-    """Nearest centroid of every frame, one label line per manifest row (checked against the audio)."""
+def assign_labels(
+    model_path: str | Path,
+    features: FeatureSet,
+    manifest: Manifest,
+    out: str | Path,
+    *,
+    rows: tuple[int, int] | None = None,
+) -> Path:
+    """Nearest centroid of every frame, one label line per manifest row (checked against the audio).
+
+    With `rows` = (first, last), only those rows: a part, itself a label file of that slice of the manifest
+    (its header adds `first_row`), for `join_label_parts` to put together with the others.
+    """
     index, meta = load_kmeans(model_path)
     features.check_manifest(manifest)
     if index.d != features.dim:
         raise ValueError(
             f"{model_path}: centroids have dimension {index.d}, features {features.folder} have {features.dim}"
         )
+    first, last = (0, len(manifest)) if rows is None else rows
+    if not 0 <= first <= last <= len(manifest):
+        raise ValueError(f"rows [{first}, {last}) are not within the {len(manifest)} rows of the manifest")
 
-    def rows():  # noqa: ANN202
-        for block in features:
+    def labels():  # noqa: ANN202
+        for block in itertools.islice(features, first, last):  # skipped rows are memory maps, never read
             if len(block) == 0:
                 yield np.zeros(0, np.int64)
                 continue
@@ -229,8 +245,55 @@ def assign_labels(model_path: str | Path, features: FeatureSet, manifest: Manife
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    part = {} if rows is None else {"first_row": first}
     write_labels(
-        out, manifest, rows(), k=meta["k"], rate=features.frame_rate, source=features.source,
-        layer=features.layer, kmeans=file_hash(model_path),
+        out, manifest if rows is None else _slice(manifest, first, last), labels(), k=meta["k"],
+        rate=features.frame_rate, source=features.source, layer=features.layer, kmeans=file_hash(model_path), **part,
     )  # fmt: skip
+    return out
+
+
+def _slice(manifest: Manifest, first: int, last: int) -> Manifest:
+    return Manifest(root=manifest.root, paths=manifest.paths[first:last], num_samples=manifest.num_samples[first:last])
+
+
+PART_KEYS = ("k", "rate", "source", "layer", "kmeans")  # what every part must agree on, in the joined header
+
+
+def join_label_parts(parts: Sequence[str | Path], manifest: Manifest, out: str | Path) -> Path:
+    """Join the parts of `assign_labels(rows=...)`, in row order, into the label file of the whole manifest:
+    byte for byte the file one `assign_labels` call writes. Each part is checked to hold its rows."""
+    parts = [Path(p) for p in parts]
+    heads = [read_header(p) for p in parts]
+    expected = 0
+    for path, head in zip(parts, heads):
+        missing = [key for key in (*PART_KEYS, "first_row", "rows", "manifest") if key not in head]
+        if missing:
+            raise ValueError(f"{path}:1: the header lacks {', '.join(map(repr, missing))} (not a label part?)")
+        if head["first_row"] != expected:
+            raise ValueError(f"{path}:1: the part starts at row {head['first_row']}, expected row {expected}")
+        last = expected + head["rows"]
+        if last > len(manifest) or head["manifest"] != manifest_hash(_slice(manifest, expected, last)):
+            raise ValueError(f"{path}:1: labels of other rows than rows [{expected}, {last}) of the manifest")
+        for key in PART_KEYS:
+            if head[key] != heads[0][key]:
+                raise ValueError(f"{path}:1: {key}={head[key]!r}, but {parts[0]} has {heads[0][key]!r}")
+        expected = last
+    if expected != len(manifest) or not parts:
+        raise ValueError(f"{out}: the parts hold {expected} rows, the manifest {len(manifest)}")
+
+    def labels():  # noqa: ANN202
+        for path in parts:
+            with open(path, encoding="utf-8") as f:
+                next(f)  # the header
+                for number, line in enumerate(f, start=2):
+                    try:
+                        yield np.array(line.split(), dtype=np.int64)
+                    except ValueError:
+                        raise ValueError(f"{path}:{number}: not a line of integer labels") from None
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    head = heads[0]
+    write_labels(out, manifest, labels(), **{key: head[key] for key in PART_KEYS})
     return out
