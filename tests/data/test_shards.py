@@ -190,6 +190,46 @@ def test_resume_mid_epoch_equals_the_straight_pass_without_decoding_what_was_don
     assert len(decoded) == len(rest)  # the three batches before the resume point were not decoded again
 
 
+def test_resume_passes_over_finished_shards_and_members_without_reading_them(corpus, monkeypatch):
+    _, folder = corpus
+    kwargs = dict(**LOADER, shuffle_buffer=0, bucket_window=2, epoch=1)  # windows of 2 rows: shards finish early
+    loader = make_shard_loader(folder, **kwargs)
+    plan = loader.batch_sampler.rank_rows(1)
+    index = load_shard_index(folder)
+
+    def later_rows(position: int) -> set[int]:
+        return {row for batch in plan[position:] for row in batch}
+
+    def partly_done(position: int) -> bool:  # a shard some of whose rows come before `position`, some after
+        return any(0 < len(later_rows(position) & set(s.rows)) < len(s.rows) for s in index.shards)
+
+    resume_at = next(p for p in range(len(plan) // 3, len(plan)) if partly_done(p))
+    later = later_rows(resume_at)
+    needed = [s.name for s in index.shards if later & set(s.rows)]
+    assert len(needed) < len(index.shards)  # some shards hold only rows of batches before the resume point
+    opened, audio_read = [], []
+    real_open, real_read = open, shard_dataset.StreamReader._read
+    monkeypatch.setattr(
+        shard_dataset,
+        "open",
+        lambda path, *a, **kw: opened.append(path.name) or real_open(path, *a, **kw),
+        raising=False,
+    )
+
+    def read(reader, info):
+        if not info.name.endswith(".json"):
+            audio_read.append(int(info.name.split(".")[0]))
+        return real_read(reader, info)
+
+    monkeypatch.setattr(shard_dataset.StreamReader, "_read", read)
+    state = loader.state_dict() | {"position": resume_at}
+    resumed = make_shard_loader(folder, **kwargs)
+    resumed.load_state_dict(state)
+    rest = [tuple(batch.indices.tolist()) for batch in resumed]
+    assert rest == plan[resume_at:]
+    assert sorted(opened) == needed and sorted(audio_read) == sorted(later)
+
+
 def test_labels_stay_aligned_with_their_rows(corpus):
     tsv, folder = corpus
     manifest = load_manifest(tsv)
