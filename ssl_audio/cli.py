@@ -35,6 +35,17 @@ def _manifest(args: argparse.Namespace) -> None:
         print(f"skipped {sum(skipped.values())} files ({reasons}); see {args.out}/skipped.tsv")
 
 
+def _pack_shards(args: argparse.Namespace) -> None:
+    from ssl_audio.data.shards import pack_shards
+
+    index = pack_shards(args.manifest, args.out, shard_seconds=args.shard_seconds, labels=args.labels)
+    sets = f", label sets {', '.join(s.name for s in index.labels)}" if index.labels else ""
+    print(
+        f"pack-shards: {index.num_rows} rows ({index.seconds / 3600:.2f} h) in {len(index.shards)} shards of about "
+        f"{index.seconds / len(index.shards):.0f} s{sets} -> {index.path}"
+    )
+
+
 def _data_pass(args: argparse.Namespace) -> None:
     from ssl_audio.config import load_config, save_config
     from ssl_audio.data.loader import make_loader
@@ -265,6 +276,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--full-check", action="store_true", help="decode every file (catches silence and NaN in any coding)"
     )
     p.set_defaults(func=_manifest)
+
+    p = commands.add_parser(
+        "pack-shards",
+        help="pack a manifest (and its label files) into tar shards for cluster file systems",
+        description="Writes OUT/shard-000000.tar, ... (each row's encoded audio and a JSON record) and OUT/index.json "
+        "last. Streams shard by shard: give at least ranks x loader workers shards.",
+    )
+    p.add_argument("manifest", metavar="MANIFEST_TSV", help="a manifest tsv (train.tsv)")
+    p.add_argument("--out", required=True, help="shard folder")
+    p.add_argument(
+        "--shard-seconds", type=float, default=3600.0, help="audio per shard; shards come out equal (default 3600)"
+    )
+    p.add_argument(
+        "--labels", nargs="+", default=(), metavar="LABELS", help="label files of the manifest's rows, packed with them"
+    )
+    p.set_defaults(func=_pack_shards)
 
     p = commands.add_parser("data-pass", help="one timed pass over a recipe's training batches")
     p.add_argument("recipe", help="YAML recipe (see recipes/)")
