@@ -118,6 +118,7 @@ class DataConfig:
     num_workers: int = 2  # DataLoader worker processes
     target_lufs: float | None = None  # loudness normalisation on load (LUFS); None keeps the file's level
     max_bad_fraction: float = 0.01  # stop once more than this fraction of utterances loaded was unusable (skipped)
+    shard_dir: str | None = None  # train from tar shards (`ssl-audio pack-shards train.tsv`) instead of files
     train_labels: tuple[str, ...] = ()  # HuBERT/WavLM: one label file per label set, rows as train.tsv
     valid_labels: tuple[str, ...] = ()  # the same label sets for valid.tsv
     mixing: MixingConfig = field(default_factory=MixingConfig)  # WavLM's denoising mixtures (training only)

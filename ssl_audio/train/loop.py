@@ -30,6 +30,7 @@ from ssl_audio.data.labels import check_label_sets, label_classes, load_labels, 
 from ssl_audio.data.loader import ResumableLoader, make_loader, set_epoch
 from ssl_audio.data.manifest import load_manifest
 from ssl_audio.data.mixing import Mixer
+from ssl_audio.data.shard_dataset import make_shard_loader
 from ssl_audio.models.flops import TRAINING_FACTOR, forward_flops
 from ssl_audio.train.checkpoint import (
     find_resume,
@@ -165,17 +166,26 @@ def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> Tr
     # Data: this process's share of the batches.
     data = cfg.data
     manifest_dir = Path(data.manifest_dir)
-    train_manifest = load_manifest(manifest_dir / "train.tsv")
-    labels = [load_labels(p, train_manifest) for p in data.train_labels] or None
     grad_accum = cfg.train.grad_accum
     if cfg.train.target_seconds_per_update is not None:
         grad_accum = max(1, math.ceil(cfg.train.target_seconds_per_update / (data.max_batch_seconds * world)))
-    loader = make_loader(
-        train_manifest, max_samples=data.max_samples, random_crop=True, max_batch_seconds=data.max_batch_seconds,
-        bucketing=data.bucketing, num_buckets=data.num_buckets, collate_mode=data.collate, seed=cfg.seed,
-        rank=rank, world_size=world, num_workers=data.num_workers, labels=labels, target_lufs=data.target_lufs,
-        max_bad_fraction=data.max_bad_fraction,
-    )  # fmt: skip
+    if data.shard_dir is not None:  # packed tar shards: one open per shard, no stat() per file on every rank
+        labels = list(data.train_labels) or None  # packed with the shards, by their files' names
+        loader = make_shard_loader(
+            data.shard_dir, max_samples=data.max_samples, random_crop=True, max_batch_seconds=data.max_batch_seconds,
+            collate_mode=data.collate, seed=cfg.seed, rank=rank, world_size=world, num_workers=data.num_workers,
+            label_sets=[Path(p).stem for p in data.train_labels], target_lufs=data.target_lufs,
+            max_bad_fraction=data.max_bad_fraction,
+        )  # fmt: skip
+    else:
+        train_manifest = load_manifest(manifest_dir / "train.tsv")
+        labels = [load_labels(p, train_manifest) for p in data.train_labels] or None
+        loader = make_loader(
+            train_manifest, max_samples=data.max_samples, random_crop=True, max_batch_seconds=data.max_batch_seconds,
+            bucketing=data.bucketing, num_buckets=data.num_buckets, collate_mode=data.collate, seed=cfg.seed,
+            rank=rank, world_size=world, num_workers=data.num_workers, labels=labels, target_lufs=data.target_lufs,
+            max_bad_fraction=data.max_bad_fraction,
+        )  # fmt: skip
     valid_loader = None
     if (manifest_dir / "valid.tsv").exists() and len((manifest_dir / "valid.tsv").read_text().splitlines()) > 1:
         valid_manifest = load_manifest(manifest_dir / "valid.tsv")
