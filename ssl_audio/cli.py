@@ -149,9 +149,10 @@ def _hubert_iterate(args: argparse.Namespace) -> None:
 def _probe(args: argparse.Namespace) -> None:
     import torch
 
+    from ssl_audio.probe.config import ProbeConfig
+    from ssl_audio.probe.driver import run_probe
     from ssl_audio.probe.featurizer import make_featurizer
     from ssl_audio.probe.report import results_markdown, write_results
-    from ssl_audio.probe.tasks import ProbeConfig, run_probe
 
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     featurizer = make_featurizer(checkpoint=args.checkpoint, baseline=args.baseline, seed=args.seed, device=device)
@@ -318,7 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="classify: utterance labels; verify: speaker EER/minDCF/Recall@K; ctc: characters (CER/WER); "
         "frames: phones per frame (--alignments). Features are cached, so re-runs do not re-run the encoder.",
     )
-    p.add_argument("task", choices=("classify", "verify", "ctc", "frames"))
+    from ssl_audio.probe.registry import task_names  # no torch either
+
+    p.add_argument("task", choices=task_names())
     p.add_argument("--checkpoint", default=None, metavar="STEP_DIR", help="a checkpoint step folder (any family)")
     p.add_argument(
         "--baseline", default=None, choices=("random", "mfcc", "logmel"),
