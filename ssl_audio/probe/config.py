@@ -1,11 +1,11 @@
 """`ProbeConfig`: one probing run, built like every other config (`ssl_audio.config.from_dict(..., schema=ProbeConfig)`)
-and checked when built."""
+and range-checked when built, so a bad value fails before any audio is encoded."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ssl_audio.checks import fail, require_count
+from ssl_audio.checks import fail, require_count, require_positive, require_range
 from ssl_audio.probe.registry import TASK_MODULES
 
 
@@ -35,7 +35,10 @@ class ProbeConfig:
     def __post_init__(self) -> None:
         if self.task not in TASK_MODULES:
             fail(self, "task", f"must be one of {', '.join(TASK_MODULES)}, got {self.task!r}")
-        require_count(self, "seeds")
+        require_count(self, "epochs", "batch_size", "seeds", "max_trials")
+        require_count(self, "layer", minimum=0)
+        require_positive(self, "lr", "c_miss", "c_fa")  # minDCF divides by the cheaper trivial system's cost
+        require_range(self, "p_target", low=0, high=1, low_open=True, high_open=True)  # minDCF's prior
         if self.layer is not None and self.weighted:
             fail(self, "weighted", "excludes layer: probe one layer (--layer) or the weighted sum (--weighted)")
         if self.trials is not None and self.max_trials is not None:
