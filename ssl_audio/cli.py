@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.metadata
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ssl_audio.probe.config import ProbeConfig
 
 from ssl_audio.train.run_control import REQUEUE_EXIT_CODE, TrainingError  # light: no torch
 
@@ -180,24 +185,28 @@ def _hubert_iterate(args: argparse.Namespace) -> None:
         print(f"| {s['iteration']} | {source} | {s['k']} | {' | '.join(quality)} | {loss} |")
 
 
+def _probe_config(args: argparse.Namespace) -> ProbeConfig:
+    """ProbeConfig from the options it has a field for; an option left out (None) takes the config's default."""
+    from ssl_audio.config import from_dict
+    from ssl_audio.probe.config import ProbeConfig
+
+    names = {f.name for f in dataclasses.fields(ProbeConfig)}
+    given = {name: value for name, value in vars(args).items() if name in names and value is not None}
+    return from_dict(given, schema=ProbeConfig)
+
+
 def _probe(args: argparse.Namespace) -> None:
+    cfg = _probe_config(args)  # range errors before a checkpoint is loaded or any audio encoded
     import torch
 
+    from ssl_audio.probe.driver import run_probe
     from ssl_audio.probe.featurizer import make_featurizer
     from ssl_audio.probe.report import results_markdown, write_results
-    from ssl_audio.probe.tasks import ProbeConfig, run_probe
 
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    featurizer = make_featurizer(checkpoint=args.checkpoint, baseline=args.baseline, seed=args.seed, device=device)
-    cfg = ProbeConfig(
-        task=args.task, train=args.train, test=args.test, label_column=args.label_column,
-        alignments=args.alignments, layer=args.layer, weighted=args.weighted, all_layers=args.all_layers,
-        epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed, seeds=args.seeds,
-        p_target=args.p_target, c_miss=args.c_miss, c_fa=args.c_fa, max_trials=args.max_trials,
-        trials=args.trials,
-    )  # fmt: skip
+    featurizer = make_featurizer(checkpoint=args.checkpoint, baseline=args.baseline, seed=cfg.seed, device=device)
     source = args.baseline or "checkpoint"
-    out = Path(args.out) if args.out else Path("probes") / f"{args.task}-{source}"
+    out = Path(args.out) if args.out else Path("probes") / f"{cfg.task}-{source}"
     cache = Path(args.cache) if args.cache else out / "cache"
     results = run_probe(cfg, featurizer, cache_dir=cache, device=device, progress=True)
     written = write_results(out, results)
@@ -379,7 +388,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="classify: utterance labels; verify: speaker EER/minDCF/Recall@K; ctc: characters (CER/WER); "
         "frames: phones per frame (--alignments). Features are cached, so re-runs do not re-run the encoder.",
     )
-    p.add_argument("task", choices=("classify", "verify", "ctc", "frames"))
+    from ssl_audio.probe.config import ProbeConfig  # no torch either
+    from ssl_audio.probe.registry import task_names
+
+    default = {f.name: f.default for f in dataclasses.fields(ProbeConfig)}  # one source for the defaults
+    p.add_argument("task", choices=task_names())
     p.add_argument("--checkpoint", default=None, metavar="STEP_DIR", help="a checkpoint step folder (any family)")
     p.add_argument(
         "--baseline", default=None, choices=("random", "mfcc", "logmel"),
@@ -397,14 +410,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alignments", default=None, help="frames: alignments.jsonl of the corpus")
     p.add_argument("--epochs", type=int, default=None, help="head training epochs (default per task)")
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate of the head (default per task)")
-    p.add_argument("--batch-size", type=int, default=32, help="utterances per update")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=default["batch_size"], help="utterances per update")
+    p.add_argument("--seed", type=int, default=default["seed"])
     p.add_argument(
-        "--seeds", type=int, default=1, help="train the head N times (--seed, --seed + 1, ...): mean, std, each"
-    )
-    p.add_argument("--p-target", type=float, default=0.01, help="verify: minDCF target prior")
-    p.add_argument("--c-miss", type=float, default=1.0, help="verify: minDCF cost of a miss")
-    p.add_argument("--c-fa", type=float, default=1.0, help="verify: minDCF cost of a false alarm")
+        "--seeds", type=int, default=default["seeds"],
+        help="train the head N times (--seed, --seed + 1, ...): mean, std, each",
+    )  # fmt: skip
+    p.add_argument("--p-target", type=float, default=default["p_target"], help="verify: minDCF target prior")
+    p.add_argument("--c-miss", type=float, default=default["c_miss"], help="verify: minDCF cost of a miss")
+    p.add_argument("--c-fa", type=float, default=default["c_fa"], help="verify: minDCF cost of a false alarm")
     p.add_argument("--max-trials", type=int, default=None, help="verify: balanced subset of trial pairs")
     p.add_argument(
         "--trials", default=None, metavar="FILE",

@@ -302,7 +302,7 @@ def test_several_seeds_report_the_mean_and_std_of_single_seed_runs(corpus: Path,
     assert results["metrics_std"]["cer"] == pytest.approx(np.std(cers, ddof=1))
     markdown = results_markdown(results)
     assert "| metric | mean of 3 seeds | std | seed 4 | seed 5 | seed 6 |" in markdown
-    with pytest.raises(ValueError, match="seeds must be at least 1, got 0"):
+    with pytest.raises(ValueError, match=r"ProbeConfig.seeds: must be an integer >= 1, got 0"):
         run_probe(replace(cfg, seeds=0), mfcc_featurizer())
 
 
