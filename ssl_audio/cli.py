@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ssl_audio.probe.config import ProbeConfig
 
+from ssl_audio.atomic import write_text
 from ssl_audio.train.run_control import REQUEUE_EXIT_CODE, TrainingError  # light: no torch
 
 
@@ -76,7 +77,7 @@ def _data_pass(args: argparse.Namespace) -> None:
     stats = loader_pass(loader, max_batches=args.max_batches, progress=True)
     print(f"data pass: {stats.line()}")
     summary = {"throughput_audio_s_per_s": stats.throughput, "padding_fraction": stats.padding_fraction}
-    (Path(cfg.run_dir) / "data_pass.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_text(Path(cfg.run_dir) / "data_pass.json", json.dumps(summary, indent=2) + "\n")
 
 
 def _pretrain(args: argparse.Namespace) -> int:
