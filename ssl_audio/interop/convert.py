@@ -11,7 +11,7 @@ at all) get a seeded fresh initialisation, and the result says which parts those
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -19,8 +19,8 @@ import yaml
 from ssl_audio.config import Config, ModelConfig, from_dict, to_dict
 from ssl_audio.interop.fairseq import read_fairseq
 from ssl_audio.interop.hf import read_hf, write_hf
-from ssl_audio.interop.imported import Imported, complete_state, expected_state, preset, resolve_config
-from ssl_audio.interop.unpickle import load_torch_file
+from ssl_audio.interop.imported import Imported, complete_state, expected_state, resolve_config
+from ssl_audio.interop.torchaudio import read_torchaudio
 from ssl_audio.train.checkpoint import load_checkpoint, save_checkpoint, step_dir
 from ssl_audio.train.weights import check_compatible
 
@@ -63,37 +63,6 @@ def read_step_folder(path: Path) -> Imported:
     return Imported(family=cfg.model.family, config=family_cfg, state=checkpoint.model_state, source=str(path))
 
 
-def _read_torchaudio(path: Path, builder: str | None, *, trust_pickle: bool = False) -> Imported:
-    """A state dict saved from a torchaudio model (`torch.save(model.state_dict(), path)`) and its builder name."""
-    import torchaudio.models
-
-    from ssl_audio.interop.torchaudio import config_from_torchaudio, state_from_torchaudio
-
-    builders = [n for n in dir(torchaudio.models) if n.startswith(("wav2vec2_", "hubert_", "wavlm_"))]
-    builders = [n for n in builders if n not in ("wav2vec2_model", "hubert_pretrain_model", "wavlm_model")]
-    if builder not in builders:
-        raise ValueError(f"{path}: --builder must name the torchaudio builder of the state dict, one of {builders}")
-    theirs = load_torch_file(path, trust_pickle=trust_pickle)  # weights_only: tensors and containers only
-    if not isinstance(theirs, dict):
-        raise ValueError(f"{path}: expected a state dict, got {type(theirs).__name__}")
-    head = tuple(k for k in theirs if k.startswith("aux."))  # a fine-tuned CTC head
-    reference = getattr(torchaudio.models, builder)()
-    try:
-        reference.load_state_dict({k: v for k, v in theirs.items() if k not in head})
-    except RuntimeError as err:
-        raise ValueError(f"{path}: does not fit torchaudio's {builder}: {err}") from None
-    encoder_cfg = config_from_torchaudio(reference)
-    family = builder.split("_")[0]
-    size = "large" if any(word in builder for word in ("large", "xlsr", "xlarge")) else "base"
-    family_cfg = replace(preset(family, size), encoder=encoder_cfg)
-    trunk = getattr(reference, "wav2vec2", reference)  # hubert_pretrain_* builders wrap the trunk
-    encoder_state = state_from_torchaudio(trunk.state_dict(), encoder_cfg)
-    state = {f"encoder.{k}": v for k, v in encoder_state.items()}
-    heads = tuple(k for k in theirs if trunk is not reference and not k.startswith("wav2vec2."))
-    notes = (f"only the encoder is taken from torchaudio; training settings are the {family} {size} preset's",)
-    return Imported(family=family, config=family_cfg, state=state, source=str(path), dropped=head + heads, notes=notes)
-
-
 def guess_source(src: Path) -> str:
     """fairseq for a file, hf for a folder with config.json, ssl_audio for a step folder."""
     if src.is_file():
@@ -111,7 +80,7 @@ def read(src: Path, source: str, *, builder: str | None = None, trust_pickle: bo
     if source == "hf":
         return read_hf(src)
     if source == "torchaudio":
-        return _read_torchaudio(src, builder, trust_pickle=trust_pickle)
+        return read_torchaudio(src, builder, trust_pickle=trust_pickle)
     if source == "ssl_audio":
         return read_step_folder(src)
     raise ValueError(f"--from must be one of {list(SOURCES)}, got {source!r}")
