@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import re
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -26,10 +25,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ssl_audio.interop.convert import Imported, KeyTable, gather, translate
+from ssl_audio.interop.imported import Imported, gather, preset
+from ssl_audio.interop.keymap import EncoderNames, KeyTable, encoder_table, rename_weight_norm
 from ssl_audio.interop.unpickle import load_torch_file
 from ssl_audio.models.encoder import EncoderConfig
-from ssl_audio.train.families import FAMILIES
 
 _NP_SCALAR = np._core.multiarray.scalar if hasattr(np, "_core") else np.core.multiarray.scalar  # numpy 2 / 1
 # Plain-data types found in fairseq checkpoints besides tensors and containers: the config Namespace of
@@ -45,21 +44,29 @@ SAFE_GLOBALS: list[Any] = [
 FINETUNED_PREFIX = "w2v_encoder.w2v_model."
 DEFAULT_CONV_LAYERS = "[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2"  # fairseq's default
 
-# Our keys -> fairseq's (unilm WavLM uses the same names plus its gate and bias parameters).
-_TRUNK: KeyTable = [
-    ("encoder.extractor.blocks.{i}.conv.", "feature_extractor.conv_layers.{i}.0."),
-    ("encoder.projection.norm.", "layer_norm."),
-    ("encoder.projection.linear.", "post_extract_proj."),
-    ("encoder.transformer.positional.conv.", "encoder.pos_conv.0."),
-    ("encoder.transformer.norm.", "encoder.layer_norm."),
-    ("encoder.transformer.relative_bias.embedding.", "encoder.layers.0.self_attn.relative_attention_bias."),
-    ("encoder.transformer.layers.{i}.attention_norm.", "encoder.layers.{i}.self_attn_layer_norm."),
-    ("encoder.transformer.layers.{i}.ffn_norm.", "encoder.layers.{i}.final_layer_norm."),
-    ("encoder.transformer.layers.{i}.feed_forward.fc1.", "encoder.layers.{i}.fc1."),
-    ("encoder.transformer.layers.{i}.feed_forward.fc2.", "encoder.layers.{i}.fc2."),
-    ("encoder.transformer.layers.{i}.attention.out.", "encoder.layers.{i}.self_attn.out_proj."),
-    ("encoder.transformer.layers.{i}.attention.gate.", "encoder.layers.{i}.self_attn.grep_linear."),
-    ("encoder.transformer.layers.{i}.attention.gate_scale", "encoder.layers.{i}.self_attn.grep_a"),
+# Where fairseq keeps our encoder's parts (unilm WavLM uses the same names plus its gate and bias parameters).
+# A conv block is Sequential(conv, dropout, GroupNorm | Sequential(transpose, LayerNorm, transpose), GELU).
+_NAMES = EncoderNames(
+    extractor="feature_extractor.conv_layers.{i}.",
+    conv="0.",
+    conv_norm="2.",
+    projection_norm="layer_norm.",
+    projection="post_extract_proj.",
+    transformer="encoder.",
+    positional_conv="pos_conv.0.",
+    final_norm="layer_norm.",
+    relative_bias="layers.0.self_attn.relative_attention_bias.",
+    layer="layers.{i}.",
+    attention_norm="self_attn_layer_norm.",
+    ffn_norm="final_layer_norm.",
+    fc1="fc1.",
+    fc2="fc2.",
+    qkv=("self_attn.q_proj.", "self_attn.k_proj.", "self_attn.v_proj."),
+    attention_out="self_attn.out_proj.",
+    gate="self_attn.grep_linear.",
+    gate_scale="self_attn.grep_a",
+)
+_HEADS: KeyTable = [
     ("masker.mask_embedding", "mask_emb"),
     ("quantizer.codevectors", "quantizer.vars"),
     ("quantizer.logits.", "quantizer.weight_proj."),
@@ -68,9 +75,6 @@ _TRUNK: KeyTable = [
     ("final_proj.", "final_proj."),  # HuBERT's
     ("label_embeddings", "label_embs_concat"),
 ]
-_QKV = re.compile(r"encoder\.transformer\.layers\.(\d+)\.attention\.qkv\.(weight|bias)$")
-_NORM = re.compile(r"encoder\.extractor\.blocks\.(\d+)\.norm\.(weight|bias)$")
-_WEIGHT_NORM = {"weight_g": "parametrizations.weight.original0", "weight_v": "parametrizations.weight.original1"}
 
 
 # ---- reading the pickle -------------------------------------------------------------------------------------
@@ -194,7 +198,7 @@ def config_from_fairseq(
         projection_dropout=float(get("dropout_input", 0.0)),
         layerdrop=float(get("encoder_layerdrop", 0.0)),
     )
-    base = FAMILIES[family].presets["large" if encoder.pre_ln else "base"]()
+    base = preset(family, "large" if encoder.pre_ln else "base")
     masking = replace(
         base.masking,
         mask_prob=float(get("mask_prob", base.masking.mask_prob)),
@@ -264,24 +268,15 @@ def config_from_fairseq(
 # ---- weights --------------------------------------------------------------------------------------------------
 
 
-def _locate(key: str, mode: str) -> list[str]:
-    """fairseq key(s) of our `key`; q, k, v for our fused qkv."""
-    if match := _QKV.match(key):
-        layer, kind = match.groups()
-        return [f"encoder.layers.{layer}.self_attn.{name}_proj.{kind}" for name in ("q", "k", "v")]
-    if match := _NORM.match(key):  # Sequential(conv, dropout, GroupNorm | Sequential(transpose, LayerNorm, ...), GELU)
-        layer, kind = match.groups()
-        return [f"feature_extractor.conv_layers.{layer}.2.{'' if mode == 'group_norm' else '1.'}{kind}"]
-    name = translate(key, _TRUNK)
-    return [] if name is None else [name]
+def _table(mode: str) -> KeyTable:
+    """Our keys -> fairseq's; in layer_norm mode a block's norm is the LayerNorm inside its part 2."""
+    names = _NAMES if mode == "group_norm" else replace(_NAMES, conv_norm="2.1.")
+    return encoder_table(names) + _HEADS
 
 
 def _prepare(state: dict[str, Tensor], cfg: EncoderConfig) -> dict[str, Tensor]:
     """Weight-norm names as ours; an identity post_extract_proj where fairseq has none (channels == width)."""
-    out = {}
-    for key, value in state.items():
-        stem, _, leaf = key.rpartition(".")
-        out[f"{stem}.{_WEIGHT_NORM[leaf]}" if leaf in _WEIGHT_NORM else key] = value
+    out = rename_weight_norm(state, legacy=False)
     channels = cfg.conv_layers[-1][0]
     if "post_extract_proj.weight" not in out and channels == cfg.dim:
         out["post_extract_proj.weight"] = torch.eye(cfg.dim)
@@ -298,8 +293,7 @@ def read_fairseq(path: str | Path, *, trust_pickle: bool = False) -> Imported:
     if family == "wav2vec2" and not model.get("quantize_targets", True):  # project_q then maps raw features
         theirs = {k: v for k, v in theirs.items() if not k.startswith("project_q.")}
         notes += ("quantize_targets is false: no quantizer in the checkpoint; ours starts fresh",)
-    mode = cfg.encoder.extractor_mode
-    ours, dropped, shape_notes = gather(family, cfg, theirs, lambda k: _locate(k, mode), source=source)
+    ours, dropped, shape_notes = gather(family, cfg, theirs, _table(cfg.encoder.extractor_mode), source=source)
     return Imported(
         family=family, config=cfg, state=ours, source=source, dropped=head + dropped, notes=notes + shape_notes
     )

@@ -14,7 +14,6 @@ parametrizations.weight.original0 / original1; we read both and write the former
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -26,10 +25,16 @@ from torch import Tensor
 
 from ssl_audio.audio import SAMPLE_RATE
 from ssl_audio.config import ModelConfig, to_dict
-from ssl_audio.interop.convert import Imported, KeyTable, gather, translate
+from ssl_audio.interop.imported import Imported, gather, preset, resolve_config
+from ssl_audio.interop.keymap import (
+    TRANSFORMERS_NAMES,
+    KeyTable,
+    encoder_table,
+    export,
+    rename_weight_norm,
+)
 from ssl_audio.interop.unpickle import load_torch_file
 from ssl_audio.models.encoder import EncoderConfig
-from ssl_audio.train.families import FAMILIES, family_config
 
 FAMILY_OF = {"wav2vec2": "wav2vec2", "hubert": "hubert", "wavlm": "wavlm"}  # transformers model_type -> family
 BASE_MODEL = {"wav2vec2": "Wav2Vec2Model", "hubert": "HubertModel", "wavlm": "WavLMModel"}
@@ -37,24 +42,6 @@ PRETRAINING = "Wav2Vec2ForPreTraining"
 LAYER_NORM_EPS = 1e-5  # our LayerNorms and GroupNorm use torch's default
 WAV2VEC2_HEADS = ("quantizer", "project_targets", "project_context")
 
-# Our keys -> transformers' base-model keys (under "wav2vec2." / "hubert." / "wavlm." in the *For* models).
-_TRUNK: KeyTable = [
-    ("encoder.extractor.blocks.{i}.conv.", "feature_extractor.conv_layers.{i}.conv."),
-    ("encoder.extractor.blocks.{i}.norm.", "feature_extractor.conv_layers.{i}.layer_norm."),
-    ("encoder.projection.norm.", "feature_projection.layer_norm."),
-    ("encoder.projection.linear.", "feature_projection.projection."),
-    ("encoder.transformer.positional.conv.", "encoder.pos_conv_embed.conv."),
-    ("encoder.transformer.norm.", "encoder.layer_norm."),
-    ("encoder.transformer.relative_bias.embedding.", "encoder.layers.0.attention.rel_attn_embed."),
-    ("encoder.transformer.layers.{i}.attention_norm.", "encoder.layers.{i}.layer_norm."),
-    ("encoder.transformer.layers.{i}.ffn_norm.", "encoder.layers.{i}.final_layer_norm."),
-    ("encoder.transformer.layers.{i}.feed_forward.fc1.", "encoder.layers.{i}.feed_forward.intermediate_dense."),
-    ("encoder.transformer.layers.{i}.feed_forward.fc2.", "encoder.layers.{i}.feed_forward.output_dense."),
-    ("encoder.transformer.layers.{i}.attention.out.", "encoder.layers.{i}.attention.out_proj."),
-    ("encoder.transformer.layers.{i}.attention.gate.", "encoder.layers.{i}.attention.gru_rel_pos_linear."),
-    ("encoder.transformer.layers.{i}.attention.gate_scale", "encoder.layers.{i}.attention.gru_rel_pos_const"),
-    ("masker.mask_embedding", "masked_spec_embed"),
-]
 # Wav2Vec2ForPreTraining's heads, at the top level of its state dict.
 _HEADS: KeyTable = [
     ("quantizer.codevectors", "quantizer.codevectors"),
@@ -62,8 +49,6 @@ _HEADS: KeyTable = [
     ("project_targets.", "project_q."),
     ("project_context.", "project_hid."),
 ]
-_QKV = re.compile(r"encoder\.transformer\.layers\.(\d+)\.attention\.qkv\.(weight|bias)$")
-_WEIGHT_NORM = {"weight_g": "parametrizations.weight.original0", "weight_v": "parametrizations.weight.original1"}
 
 # config.json values our modules implement; anything else is refused rather than silently mis-built.
 _SUPPORTED = {
@@ -77,15 +62,10 @@ _SUPPORTED = {
 }
 
 
-def _locate(key: str, prefix: str) -> list[str]:
-    """transformers key(s) of our `key`; q, k, v for our fused qkv."""
-    if match := _QKV.match(key):
-        layer, kind = match.groups()
-        return [f"{prefix}encoder.layers.{layer}.attention.{name}_proj.{kind}" for name in ("q", "k", "v")]
-    if (name := translate(key, _HEADS)) is not None:
-        return [name]
-    name = translate(key, _TRUNK)
-    return [] if name is None else [prefix + name]
+def _table(prefix: str, *, heads: bool = True) -> KeyTable:
+    """Our keys -> transformers', the base model's under `prefix` ("wav2vec2." etc. in the *For* models)."""
+    trunk = encoder_table(TRANSFORMERS_NAMES, theirs=prefix) + [("masker.mask_embedding", f"{prefix}masked_spec_embed")]
+    return trunk + (_HEADS if heads else [])
 
 
 def _read_weights(folder: Path) -> dict[str, Tensor]:
@@ -124,15 +104,6 @@ def _read_file(path: Path) -> dict[str, Tensor]:
     if not isinstance(state, dict):
         raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}")
     return state
-
-
-def _modern_weight_norm(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Rename legacy weight_g / weight_v to the parametrization names our modules use."""
-    out = {}
-    for key, value in state.items():
-        stem, _, leaf = key.rpartition(".")
-        out[f"{stem}.{_WEIGHT_NORM[leaf]}" if leaf in _WEIGHT_NORM else key] = value
-    return out
 
 
 def _hf_config(folder: Path) -> Any:
@@ -182,9 +153,9 @@ def config_from_hf(hf: Any, *, source: str) -> tuple[str, Any]:
     # (LARGE for pre-LN models, as every published pre-LN model is a LARGE one).
     ours = getattr(hf, "ssl_audio", None)
     if isinstance(ours, dict) and ours.get("family") == family:
-        base = family_config(ModelConfig(family=family, preset="base", config=ours.get("config", {})))
+        base = resolve_config(ModelConfig(family=family, preset="base", config=ours.get("config", {})))
     else:
-        base = FAMILIES[family].presets["large" if encoder.pre_ln else "base"]()
+        base = preset(family, "large" if encoder.pre_ln else "base")
     if family != "wav2vec2":
         return family, replace(base, encoder=encoder)
     return family, replace(
@@ -209,10 +180,10 @@ def read_hf(folder: str | Path) -> Imported:
     folder = Path(folder)
     hf = _hf_config(folder)
     family, cfg = config_from_hf(hf, source=str(folder / "config.json"))
-    theirs = _modern_weight_norm(_read_weights(folder))
+    theirs = rename_weight_norm(_read_weights(folder), legacy=False)
     base_prefix = f"{hf.model_type}."  # the *For* models hold the trunk under the base model's prefix
     prefix = base_prefix if any(k.startswith(base_prefix) for k in theirs) else ""
-    state, dropped, notes = gather(family, cfg, theirs, lambda key: _locate(key, prefix), source=str(folder))
+    state, dropped, notes = gather(family, cfg, theirs, _table(prefix), source=str(folder))
     preprocessor = folder / "preprocessor_config.json"
     if preprocessor.is_file() and json.loads(preprocessor.read_text(encoding="utf-8")).get("do_normalize"):
         notes += (
@@ -269,18 +240,10 @@ def config_to_hf(family: str, cfg: Any, *, architecture: str) -> dict[str, Any]:
 
 def state_to_hf(state: dict[str, Tensor], *, heads: bool) -> tuple[dict[str, Tensor], tuple[str, ...]]:
     """Our full state -> transformers keys (wav2vec 2.0 heads only when `heads`); returns (theirs, dropped)."""
-    prefix = "wav2vec2." if heads else ""
-    theirs, dropped = {}, []
-    for key, value in state.items():
-        names = _locate(key, prefix)
-        if not names or (not heads and translate(key, _HEADS) is not None):
-            dropped.append(key)
-            continue
-        for name, part in zip(names, value.chunk(len(names), dim=0)):
-            stem, _, leaf = name.rpartition(".parametrizations.weight.")
-            legacy = {"original0": "weight_g", "original1": "weight_v"}.get(leaf)
-            theirs[f"{stem}.{legacy}" if legacy else name] = part.detach().clone().contiguous()
-    return theirs, tuple(sorted({key.split(".")[0] for key in dropped}))
+    theirs, dropped = export(state, _table("wav2vec2." if heads else "", heads=heads))
+    theirs = rename_weight_norm(theirs, legacy=True)
+    owned = {name: value.detach().clone().contiguous() for name, value in theirs.items()}  # safetensors: no sharing
+    return owned, tuple(sorted({key.split(".")[0] for key in dropped}))
 
 
 def write_hf(family: str, cfg: Any, state: dict[str, Tensor], folder: Path, *, fresh: Sequence[str] = ()) -> tuple:

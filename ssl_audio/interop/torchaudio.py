@@ -1,86 +1,55 @@
 """Convert torchaudio's wav2vec2 / HuBERT / WavLM models (`torchaudio.models.Wav2Vec2Model`) to our
-`Encoder` and back. Only the encoder is converted: torchaudio's models carry no pretraining heads
-except HuBERT's, whose `wav2vec2` part is taken.
+`Encoder` and back, and read a state dict saved from one of torchaudio's builders. Only the encoder is converted:
+torchaudio's models carry no pretraining heads except HuBERT's, whose `wav2vec2` part is taken.
 """
 
 from __future__ import annotations
 
-import re
+from dataclasses import replace
+from pathlib import Path
 
-import torch
+import torchaudio.models
 from torch import Tensor, nn
 
+from ssl_audio.interop.imported import Imported, preset
+from ssl_audio.interop.keymap import TRANSFORMERS_NAMES, KeyTable, encoder_table, export, fuse, translate
+from ssl_audio.interop.unpickle import load_torch_file
 from ssl_audio.models.encoder import Encoder, EncoderConfig
 
-_LAYER = r"transformer\.layers\.{i}\."  # ours
-_TA_LAYER = "encoder.transformer.layers.{i}."  # torchaudio's
-# Our key pattern -> torchaudio's, for keys that map one to one. `{i}` is a layer index.
-_RENAMES: list[tuple[str, str]] = [
-    (r"extractor\.blocks\.{i}\.conv\.", "feature_extractor.conv_layers.{i}.conv."),
-    (r"extractor\.blocks\.{i}\.norm\.", "feature_extractor.conv_layers.{i}.layer_norm."),
-    (r"projection\.norm\.", "encoder.feature_projection.layer_norm."),
-    (r"projection\.linear\.", "encoder.feature_projection.projection."),
-    (r"transformer\.positional\.conv\.", "encoder.transformer.pos_conv_embed.conv."),
-    (r"transformer\.norm\.", "encoder.transformer.layer_norm."),
-    (r"transformer\.relative_bias\.embedding\.", "encoder.transformer.layers.0.attention.rel_attn_embed."),
-    (_LAYER + r"attention_norm\.", _TA_LAYER + "layer_norm."),
-    (_LAYER + r"ffn_norm\.", _TA_LAYER + "final_layer_norm."),
-    (_LAYER + r"feed_forward\.fc1\.", _TA_LAYER + "feed_forward.intermediate_dense."),
-    (_LAYER + r"feed_forward\.fc2\.", _TA_LAYER + "feed_forward.output_dense."),
-    (_LAYER + r"attention\.gate\.", _TA_LAYER + "attention.gru_rel_pos_linear."),
-    (_LAYER + r"attention\.gate_scale$", _TA_LAYER + "attention.gru_rel_pos_const"),
-]
-_QKV = re.compile(r"transformer\.layers\.(\d+)\.attention\.qkv\.(weight|bias)$")
-_OUT = re.compile(r"transformer\.layers\.(\d+)\.attention\.out\.(weight|bias)$")
+# torchaudio ported transformers' modules: the same names, with the feature projection and the transformer
+# nested in an `encoder`. Its WavLM attention wraps torch's MultiheadAttention, whose q, k, v are one tensor.
+_NAMES = replace(
+    TRANSFORMERS_NAMES,
+    projection_norm="encoder.feature_projection.layer_norm.",
+    projection="encoder.feature_projection.projection.",
+    transformer="encoder.transformer.",
+)
+_WAVLM_NAMES = replace(_NAMES, qkv=("attention.attention.in_proj_",), attention_out="attention.attention.out_proj.")
+_BUILDER_PREFIXES = ("wav2vec2_", "hubert_", "wavlm_")
+_GENERIC_BUILDERS = ("wav2vec2_model", "hubert_pretrain_model", "wavlm_model")  # the ones that need every argument
 
 
-def _rename(key: str) -> str:
-    for ours, theirs in _RENAMES:
-        pattern = ours.replace("{i}", r"(?P<i>\d+)")
-        match = re.match(pattern, key)
-        if match:
-            prefix = theirs.replace("{i}", match.groupdict().get("i") or "")
-            return prefix + key[match.end() :]
-    raise KeyError(key)
-
-
-def _qkv_keys(layer: str, kind: str, wavlm: bool) -> list[str]:
-    base = f"encoder.transformer.layers.{layer}.attention."
-    if wavlm:
-        return [base + f"attention.in_proj_{kind}"]
-    return [base + f"{name}_proj.{kind}" for name in ("q", "k", "v")]
-
-
-def _out_key(layer: str, kind: str, wavlm: bool) -> str:
-    return f"encoder.transformer.layers.{layer}.attention." + ("attention." if wavlm else "") + f"out_proj.{kind}"
+def _table(cfg: EncoderConfig) -> KeyTable:
+    """Our Encoder's keys -> torchaudio's."""
+    return encoder_table(_WAVLM_NAMES if cfg.relative_bias else _NAMES, ours="")
 
 
 def state_from_torchaudio(theirs: dict[str, Tensor], cfg: EncoderConfig) -> dict[str, Tensor]:
     """torchaudio state dict -> our Encoder's state dict (q, k, v fused into one projection)."""
-    ours = {}
+    table, ours = _table(cfg), {}
     for key in Encoder(cfg).state_dict():  # the keys our model expects, in order
-        if match := _QKV.match(key):
-            parts = [theirs[k] for k in _qkv_keys(*match.groups(), cfg.relative_bias)]
-            ours[key] = torch.cat(parts, dim=0)
-        elif match := _OUT.match(key):
-            ours[key] = theirs[_out_key(*match.groups(), cfg.relative_bias)]
-        else:
-            ours[key] = theirs[_rename(key)]
+        names = translate(key, table)
+        if not names:
+            raise KeyError(key)
+        ours[key] = fuse(theirs, names)
     return ours
 
 
 def state_to_torchaudio(ours: dict[str, Tensor], cfg: EncoderConfig) -> dict[str, Tensor]:
     """Our Encoder's state dict -> torchaudio's key names and layout."""
-    theirs = {}
-    for key, value in ours.items():
-        if match := _QKV.match(key):
-            keys = _qkv_keys(*match.groups(), cfg.relative_bias)
-            for k, part in zip(keys, value.chunk(len(keys), dim=0)):
-                theirs[k] = part.clone()
-        elif match := _OUT.match(key):
-            theirs[_out_key(*match.groups(), cfg.relative_bias)] = value
-        else:
-            theirs[_rename(key)] = value
+    theirs, unmapped = export(ours, _table(cfg))
+    if unmapped:
+        raise KeyError(unmapped[0])
     return theirs
 
 
@@ -124,8 +93,6 @@ def from_torchaudio(model: nn.Module) -> Encoder:
 
 def to_torchaudio(encoder: Encoder) -> nn.Module:
     """Our Encoder as a torchaudio Wav2Vec2Model, weights included."""
-    from torchaudio.models import wav2vec2_model, wavlm_model
-
     cfg = encoder.cfg
     common = dict(
         extractor_mode=cfg.extractor_mode,
@@ -146,8 +113,36 @@ def to_torchaudio(encoder: Encoder) -> nn.Module:
         aux_num_out=None,
     )
     if cfg.relative_bias:
-        model = wavlm_model(encoder_num_buckets=cfg.num_buckets, encoder_max_distance=cfg.max_distance, **common)
+        model = torchaudio.models.wavlm_model(
+            encoder_num_buckets=cfg.num_buckets, encoder_max_distance=cfg.max_distance, **common
+        )
     else:
-        model = wav2vec2_model(**common)
+        model = torchaudio.models.wav2vec2_model(**common)
     model.load_state_dict(state_to_torchaudio(encoder.state_dict(), cfg))
     return model
+
+
+def read_torchaudio(path: Path, builder: str | None, *, trust_pickle: bool = False) -> Imported:
+    """A state dict saved from a torchaudio model (`torch.save(model.state_dict(), path)`) and its builder name."""
+    builders = [n for n in dir(torchaudio.models) if n.startswith(_BUILDER_PREFIXES) and n not in _GENERIC_BUILDERS]
+    if builder not in builders:
+        raise ValueError(f"{path}: --builder must name the torchaudio builder of the state dict, one of {builders}")
+    theirs = load_torch_file(path, trust_pickle=trust_pickle)  # weights_only: tensors and containers only
+    if not isinstance(theirs, dict):
+        raise ValueError(f"{path}: expected a state dict, got {type(theirs).__name__}")
+    head = tuple(k for k in theirs if k.startswith("aux."))  # a fine-tuned CTC head
+    reference = getattr(torchaudio.models, builder)()
+    try:
+        reference.load_state_dict({k: v for k, v in theirs.items() if k not in head})
+    except RuntimeError as err:
+        raise ValueError(f"{path}: does not fit torchaudio's {builder}: {err}") from None
+    encoder_cfg = config_from_torchaudio(reference)
+    family = builder.split("_")[0]
+    size = "large" if any(word in builder for word in ("large", "xlsr", "xlarge")) else "base"
+    family_cfg = replace(preset(family, size), encoder=encoder_cfg)
+    trunk = getattr(reference, "wav2vec2", reference)  # hubert_pretrain_* builders wrap the trunk
+    encoder_state = state_from_torchaudio(trunk.state_dict(), encoder_cfg)
+    state = {f"encoder.{k}": v for k, v in encoder_state.items()}
+    heads = tuple(k for k in theirs if trunk is not reference and not k.startswith("wav2vec2."))
+    notes = (f"only the encoder is taken from torchaudio; training settings are the {family} {size} preset's",)
+    return Imported(family=family, config=family_cfg, state=state, source=str(path), dropped=head + heads, notes=notes)
