@@ -53,12 +53,17 @@ def test_stop_signal_checkpoints_exits_75_and_a_resumed_run_equals_a_straight_on
         start_new_session=True,  # its own process group, to signal the run and its loader workers together
     )  # fmt: skip
     log = tmp_path / "run" / "train.log"
-    deadline = time.monotonic() + 120
-    while not (log.is_file() and "update 2: loss=" in log.read_text()):  # mid-run, workers running
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1].decode()[-3000:]
-        time.sleep(0.05)
-    os.killpg(proc.pid, getattr(signal, name))
-    _, stderr = proc.communicate(timeout=120)
+    try:
+        deadline = time.monotonic() + 120
+        while not (log.is_file() and "update 2: loss=" in log.read_text()):  # mid-run, workers running
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1].decode()[-3000:]
+            time.sleep(0.05)
+        os.killpg(proc.pid, getattr(signal, name))
+        _, stderr = proc.communicate(timeout=120)
+    finally:  # never leave a 1000-update run behind
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
     assert proc.returncode == REQUEUE_EXIT_CODE, stderr.decode()[-3000:]
     assert f"pretrain: stopped by {name}; continue with --resume auto" in stderr.decode()
     text = log.read_text()
