@@ -6,14 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ssl_audio.checks import fail, require_count, require_positive, require_range
-from ssl_audio.probe.registry import TASK_MODULES
+from ssl_audio.probe.task_names import TASK_MODULES
 
 
 @dataclass(frozen=True, kw_only=True)
 class ProbeConfig:
     """One probing run: task, data, which layers, and the head's training."""
 
-    task: str  # a name in ssl_audio.probe.registry.TASK_MODULES
+    task: str  # a name in ssl_audio.probe.task_names.TASK_MODULES
     train: str  # tsv with a header row; `path` relative to the tsv's folder
     test: str
     label_column: str | None = None  # None: the task's default (classify the last column, verify `speaker`, ...)

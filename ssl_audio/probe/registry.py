@@ -1,7 +1,5 @@
-"""Which probing tasks exist: task name -> the module that holds its `TASK` record (`ssl_audio.probe.task.ProbeTask`).
-
-A new task is one module plus one entry here; the driver, the config and the command line take the names from
-this table. Modules are imported on first use, so `ssl-audio probe --help` lists the tasks without importing torch.
+"""Task records by name, from the table in task_names.py. Modules are imported on first use, so
+`ssl-audio probe --help` lists the tasks without importing torch.
 """
 
 from __future__ import annotations
@@ -9,15 +7,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from ssl_audio.probe.task_names import TASK_MODULES
+
 if TYPE_CHECKING:
     from ssl_audio.probe.task import ProbeTask
-
-TASK_MODULES: dict[str, str] = {
-    "classify": "ssl_audio.probe.tasks.classify",
-    "verify": "ssl_audio.probe.tasks.verify",
-    "ctc": "ssl_audio.probe.tasks.ctc",
-    "frames": "ssl_audio.probe.tasks.frames",
-}
 
 
 def task_names() -> tuple[str, ...]:
