@@ -314,7 +314,7 @@ class AudioSource:
             if data.shape[0] < block_frames:
                 return
 
-    def blocks(self, block_samples: int = BLOCK_SAMPLES) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def blocks(self, block_samples: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(raw (n, C), wave (k,)) pairs from the start: the raw blocks concatenate to the decoded file, the waves
         to `load_audio`'s wave (resampled with the same windows, a margin of frames carried between blocks)."""
         if self.rate == self.sample_rate:
@@ -355,9 +355,11 @@ class AudioStats:
 
 
 def measure_audio(
-    path: str | Path, *, resampled: bool = True, with_loudness: bool = False, block_samples: int = BLOCK_SAMPLES
+    path: str | Path, *, resampled: bool = True, with_loudness: bool = False, block_samples: int | None = None
 ) -> AudioStats:
-    """Walk `path` in blocks; `resampled=False` measures the source samples only (no downmix, no resampling)."""
+    """Walk `path` in blocks of about `block_samples` (default BLOCK_SAMPLES); `resampled=False` measures the
+    source samples only (no downmix, no resampling)."""
+    block_samples = block_samples or BLOCK_SAMPLES
     frames = raw_bad = num_samples = bad = 0
     raw_peak = peak = 0.0
     meter = LoudnessMeter(SAMPLE_RATE) if with_loudness and resampled else None
