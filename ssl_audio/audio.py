@@ -306,7 +306,10 @@ class AudioSource:
 
     def raw_blocks(self, block_frames: int) -> Iterator[torch.Tensor]:
         """The file from its first frame as (n, C) blocks, until the decoder stops."""
-        self._file.seek(0)
+        try:
+            self._file.seek(0)
+        except _READ_ERRORS as err:
+            raise AudioError(self.path, "unreadable", " ".join(str(err).split())) from None
         while True:
             data = self._read(block_frames)
             if data.shape[0]:
