@@ -167,7 +167,7 @@ class SharedEpoch:
 
 
 class AudioDataset(SharedEpoch, Dataset[Item]):
-    """Utterances of a manifest, loaded with `load_audio` and cropped to at most `max_samples`.
+    """Utterances of a manifest at most `max_samples` long: whole with `load_audio`, longer ones as a read span.
 
     `random_crop` (training) draws the crop offset from (seed, epoch, index); otherwise (eval) it is 0.
     `skip_bad`: return a BadUtterance for a file that raises AudioError (the loader counts and skips it).
