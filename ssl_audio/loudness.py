@@ -113,7 +113,11 @@ def integrated_loudness(wave: torch.Tensor, sample_rate: int) -> float:
     if wave.shape[-1] == 0:
         raise ValueError(f"loudness: no samples (shape {tuple(wave.shape)})")
     channels = wave.reshape(-1, wave.shape[-1])  # (C, S)
-    powers = block_powers(k_weighted(channels, sample_rate), sample_rate).sum(dim=0)  # (J,)
+    return gated_loudness(block_powers(k_weighted(channels, sample_rate), sample_rate).sum(dim=0))
+
+
+def gated_loudness(powers: torch.Tensor) -> float:
+    """LUFS of (J,) channel-summed block powers after the absolute and relative gates; -inf for silence."""
     block_lufs = OFFSET + 10.0 * torch.log10(powers)  # -inf for a silent block
     above_absolute = block_lufs > ABSOLUTE_GATE
     relative = _gated_loudness(powers, above_absolute) + RELATIVE_GATE

@@ -8,11 +8,20 @@ sample `offset` is the first sample of label frame `offset / hop` (hop = samples
 
 With `skip_bad`, a row whose file cannot be used (unreadable, truncated, silent, changed or deleted since
 the manifest was built) comes back as a `BadUtterance` instead of raising, so one file costs one utterance.
+
+A row longer than `max_samples` is never decoded whole: its offset is drawn from the manifest's length, then
+only that span is read (`AudioSource.read`), so a crop costs the same for a 10 s and a 3 h file. The span is
+checked for NaN/Inf; a silent span is fine unless the whole file is silent, and loudness normalisation uses
+the whole file's loudness, as `load_audio` does. Both come from one blocked pass over the file
+(`measure_audio`), made only when a span is silent or `target_lufs` is set, and kept per worker.
+Rows that fit in one crop are loaded whole with `load_audio`, exactly as before.
 """
 
 from __future__ import annotations
 
 import math
+import os
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -20,10 +29,22 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ssl_audio.audio import MIN_SAMPLES, SAMPLE_RATE, AudioError, load_audio
+from ssl_audio.audio import (
+    MIN_SAMPLES,
+    SAMPLE_RATE,
+    AudioError,
+    AudioSource,
+    AudioStats,
+    check_stats,
+    is_silent,
+    load_audio,
+    loudness_gain,
+    measure_audio,
+)
 from ssl_audio.data.manifest import Manifest
 
 HOP_TOLERANCE = 1e-6  # samples: how far 16 kHz / rate may be from a whole number and still count as one
+STATS_CACHE_FILES = 4096  # whole-file measurements kept per worker (a few floats each)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -112,16 +133,20 @@ def crop_item(item: Item, *, offset: int, length: int) -> Item:
         return item
     if offset < 0 or length < 1 or offset + length > item.length:
         raise ValueError(f"item {item.index}: crop [{offset}, {offset + length}) is outside its {item.length} samples")
-    step = label_step(item.label_hops)
-    if offset % step:
-        raise ValueError(f"item {item.index}: crop offset {offset} is not a multiple of the label frame step {step}")
-    labels = tuple(
-        seq[offset // hop : offset // hop + round(length / hop)].clone()
-        for seq, hop in zip(item.labels, item.label_hops)
-    )
+    labels = crop_labels(item.labels, item.label_hops, offset=offset, length=length, index=item.index)
     # clone: a view would keep (and ship between processes) the whole file's storage
     wave = item.wave[offset : offset + length].clone()  # (length,)
     return replace(item, wave=wave, length=length, offset=item.offset + offset, labels=labels)
+
+
+def crop_labels(
+    labels: Sequence[torch.Tensor], hops: Sequence[int], *, offset: int, length: int, index: int
+) -> tuple[torch.Tensor, ...]:
+    """Each label set cut to the samples [offset, offset + length), as `crop_item` cuts them."""
+    step = label_step(hops)
+    if offset % step:
+        raise ValueError(f"item {index}: crop offset {offset} is not a multiple of the label frame step {step}")
+    return tuple(seq[offset // hop : offset // hop + round(length / hop)].clone() for seq, hop in zip(labels, hops))
 
 
 class SharedEpoch:
@@ -142,7 +167,7 @@ class SharedEpoch:
 
 
 class AudioDataset(SharedEpoch, Dataset[Item]):
-    """Utterances of a manifest, loaded with `load_audio` and cropped to at most `max_samples`.
+    """Utterances of a manifest at most `max_samples` long: whole with `load_audio`, longer ones as a read span.
 
     `random_crop` (training) draws the crop offset from (seed, epoch, index); otherwise (eval) it is 0.
     `skip_bad`: return a BadUtterance for a file that raises AudioError (the loader counts and skips it).
@@ -178,6 +203,7 @@ class AudioDataset(SharedEpoch, Dataset[Item]):
         self.skip_bad = skip_bad
         self.label_hops = tuple(label_set.hop for label_set in self.labels)
         self.crop_step = label_step(self.label_hops)
+        self._stats: OrderedDict[tuple, AudioStats | AudioError] = OrderedDict()  # per worker: each has its own
         super().__init__()
 
     def __len__(self) -> int:
@@ -193,28 +219,26 @@ class AudioDataset(SharedEpoch, Dataset[Item]):
     def __getitem__(self, index: int) -> Item | BadUtterance:
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} is outside the manifest's {len(self)} rows")
+        expected = self.manifest.num_samples[index]
+        cropped = self.max_samples is not None and expected > self.max_samples
+        offset = 0
+        if cropped and self.random_crop:  # drawn before any audio is read: the span is all that is decoded
+            excess = expected - self.max_samples
+            offset = crop_offset(excess, seed=self.seed, epoch=self.epoch, index=index, step=self.crop_step)
         try:
-            wave = self._load(index)  # (S,)
+            wave = self._load_span(index, offset) if cropped else self._load(index)  # (S,)
         except AudioError as err:
             if not self.skip_bad:
                 raise
             detail = " ".join(err.detail.split())  # libsndfile messages may span lines; a log entry must not
             return BadUtterance(index=index, path=err.path, reason=err.reason, detail=detail)
-        expected = self.manifest.num_samples[index]
-        item = Item(
-            wave=wave,
-            length=expected,
-            index=index,
-            labels=tuple(self._labels(label_set, index) for label_set in self.labels),
-            label_hops=self.label_hops,
+        labels = tuple(self._labels(label_set, index) for label_set in self.labels)
+        if not cropped:
+            return Item(wave=wave, length=expected, index=index, labels=labels, label_hops=self.label_hops)
+        labels = crop_labels(labels, self.label_hops, offset=offset, length=wave.shape[0], index=index)
+        return Item(
+            wave=wave, length=wave.shape[0], index=index, offset=offset, labels=labels, label_hops=self.label_hops
         )
-        if self.max_samples is None or expected <= self.max_samples:
-            return item
-        excess = expected - self.max_samples
-        offset = 0
-        if self.random_crop:
-            offset = crop_offset(excess, seed=self.seed, epoch=self.epoch, index=index, step=self.crop_step)
-        return crop_item(item, offset=offset, length=self.max_samples)
 
     def _load(self, index: int) -> torch.Tensor:
         """The row's wave (S,), exactly as long as the manifest says; AudioError otherwise."""
@@ -229,6 +253,62 @@ class AudioDataset(SharedEpoch, Dataset[Item]):
                 "the file changed since the manifest was built",
             )
         return wave
+
+    def _load_span(self, index: int, offset: int) -> torch.Tensor:
+        """Samples [offset, offset + max_samples) of the row's wave, decoding only those; AudioError otherwise."""
+        path = self.manifest.audio_path(index)
+        expected = self.manifest.num_samples[index]
+        with AudioSource(path) as source:
+            if source.num_samples != expected:
+                raise AudioError(
+                    path,
+                    "changed",
+                    f"the header gives {source.num_samples} samples but the manifest says {expected}; "
+                    "the file changed since the manifest was built",
+                )
+            wave = source.read(offset, self.max_samples)  # (max_samples,)
+        if self.target_lufs is None and not is_silent(float(wave.abs().max())):
+            return wave
+        stats = self._file_stats(index)  # a silent span of a silent file, or the file's loudness
+        if self.target_lufs is None:
+            return wave
+        return wave * loudness_gain(stats.lufs, stats.peak, self.target_lufs)
+
+    def _file_stats(self, index: int) -> AudioStats:
+        """The whole file measured in blocks and checked as `load_audio` checks it; cached per worker, keyed
+        by the file's size and modification time so a rewritten file is measured again."""
+        path = self.manifest.audio_path(index)
+        try:
+            info = os.stat(path)
+        except OSError as err:
+            raise AudioError(path, "unreadable", err.strerror or str(err)) from None
+        key = (index, info.st_size, info.st_mtime_ns)
+        if key not in self._stats:
+            try:
+                self._stats[key] = self._measure(index)
+            except AudioError as err:  # kept too: a silent 3 h file is walked once, not at every visit
+                self._stats[key] = err
+            if len(self._stats) > STATS_CACHE_FILES:
+                self._stats.popitem(last=False)
+        self._stats.move_to_end(key)
+        stats = self._stats[key]
+        if isinstance(stats, AudioError):
+            raise AudioError(stats.path, stats.reason, stats.detail)
+        return stats
+
+    def _measure(self, index: int) -> AudioStats:
+        path = self.manifest.audio_path(index)
+        stats = measure_audio(path, with_loudness=self.target_lufs is not None)
+        check_stats(path, stats)
+        expected = self.manifest.num_samples[index]
+        if stats.num_samples != expected:
+            raise AudioError(
+                path,
+                "changed",
+                f"loaded {stats.num_samples} samples but the manifest says {expected}; "
+                "the file changed since the manifest was built",
+            )
+        return stats
 
     @staticmethod
     def _labels(label_set: FrameLabels, index: int) -> torch.Tensor:

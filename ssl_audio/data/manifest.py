@@ -2,7 +2,8 @@
 
 `num_samples` counts samples at 16 kHz, as `load_audio` returns them. Scanning reads headers only,
 except where a header cannot vouch for the samples (float-coded files may hold NaN/Inf); with
-`full_check` every file is decoded and validated like training would load it.
+`full_check` every file is decoded and validated like training would load it. Both decode in blocks
+(`measure_audio`), so memory stays at one block however long a file is.
 """
 
 from __future__ import annotations
@@ -22,9 +23,8 @@ from ssl_audio.audio import (
     SAMPLE_RATE,
     AudioError,
     check_not_empty_file,
-    check_samples,
-    load_audio,
-    read_audio,
+    check_stats,
+    measure_audio,
     resampled_length,
 )
 from ssl_audio.audio_formats import AUDIO_EXTENSIONS
@@ -53,8 +53,10 @@ class Manifest:
 
 def inspect_file(path: str | Path, *, full_check: bool = False) -> int:
     """Number of samples `path` yields at 16 kHz; raises AudioError when it is not usable audio."""
-    if full_check:
-        return int(load_audio(path).shape[-1])
+    if full_check:  # load_audio's verdicts and length, one block at a time
+        stats = measure_audio(path)
+        check_stats(path, stats)
+        return stats.num_samples
     check_not_empty_file(path)
     try:
         info = sf.info(str(path))
@@ -66,8 +68,7 @@ def inspect_file(path: str | Path, *, full_check: bool = False) -> int:
     if num_samples < MIN_SAMPLES:
         raise AudioError(path, "too_short", f"{num_samples} samples at 16 kHz, fewer than {MIN_SAMPLES}")
     if info.subtype in FLOAT_SUBTYPES:
-        data, _ = read_audio(path)
-        check_samples(path, data.T)
+        check_stats(path, measure_audio(path, resampled=False), raw=True)
     return num_samples
 
 
