@@ -9,17 +9,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from ssl_audio.audio import (
-    SAMPLE_RATE,
-    AudioError,
-    AudioSource,
-    LoudnessMeter,
-    _groups,
-    _resampler,
-    load_audio,
-    loudness,
-    measure_audio,
-)
+from ssl_audio.audio import SAMPLE_RATE, AudioError, _resampler, load_audio, loudness
+from ssl_audio.audio_spans import AudioSource, LoudnessMeter, _groups, measure_audio
 from ssl_audio.loudness import BLOCK_STEPS, BLOCKS_PER_SECOND
 
 RATES = [16_000, 8000, 44_100, 48_000]

@@ -29,18 +29,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ssl_audio.audio import (
-    MIN_SAMPLES,
-    SAMPLE_RATE,
-    AudioError,
-    AudioSource,
-    AudioStats,
-    check_stats,
-    is_silent,
-    load_audio,
-    loudness_gain,
-    measure_audio,
-)
+from ssl_audio.audio import MIN_SAMPLES, SAMPLE_RATE, AudioError, is_silent, load_audio, loudness_gain
+from ssl_audio.audio_spans import AudioSource, AudioStats, check_stats, measure_audio
 from ssl_audio.data.manifest import Manifest
 
 HOP_TOLERANCE = 1e-6  # samples: how far 16 kHz / rate may be from a whole number and still count as one

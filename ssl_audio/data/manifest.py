@@ -18,16 +18,9 @@ from pathlib import Path
 
 import soundfile as sf
 
-from ssl_audio.audio import (
-    MIN_SAMPLES,
-    SAMPLE_RATE,
-    AudioError,
-    check_not_empty_file,
-    check_stats,
-    measure_audio,
-    resampled_length,
-)
+from ssl_audio.audio import MIN_SAMPLES, SAMPLE_RATE, AudioError, check_not_empty_file, resampled_length
 from ssl_audio.audio_formats import AUDIO_EXTENSIONS
+from ssl_audio.audio_spans import check_stats, measure_audio
 
 FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")  # the only codings that can store NaN/Inf
 

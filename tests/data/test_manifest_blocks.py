@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-import ssl_audio.audio as audio_module
+import ssl_audio.audio_spans as audio_module
 from ssl_audio.audio import SAMPLE_RATE, AudioError, check_samples, load_audio, read_audio
 from ssl_audio.data.manifest import inspect_file
 
