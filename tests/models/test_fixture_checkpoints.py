@@ -1,0 +1,54 @@
+"""Step folders written by older code keep loading into the same model (tests/fixtures/make_checkpoints.py).
+
+The fixtures were made at commit cdc133d, whose config.yaml held `model.config` as a delta over the preset.
+The hidden states were computed in float64; another CPU's summation order moves them by about n * 2.2e-16
+relative (n <= 80 terms per dot product, a few layers deep: ~1e-13), so atol 1e-10 leaves a margin of 1000 while
+any change of the built architecture or its weights moves them by far more than 1e-6.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ssl_audio.train.pretrained import load_encoder, load_model
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "checkpoints"
+FAMILIES = ("wav2vec2", "hubert", "wavlm")
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_fixture_builds_the_recorded_config(family: str) -> None:
+    expected = json.loads((FIXTURES / family / "expected.json").read_text())
+    model, _ = load_model(FIXTURES / family / "step_00000001")
+    assert type(model.cfg).__name__ == expected["class"]
+    assert _plain(dataclasses.asdict(model.cfg)) == expected["config"]
+    saved = load_file(FIXTURES / family / "step_00000001" / "model.safetensors")
+    own = model.state_dict()
+    assert own.keys() == saved.keys()
+    assert all(torch.equal(own[k], saved[k]) for k in saved)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_fixture_hidden_states_unchanged(family: str) -> None:
+    expected = load_file(FIXTURES / family / "expected.safetensors")
+    encoder = load_encoder(FIXTURES / family / "step_00000001").double()
+    with torch.no_grad():
+        hidden = encoder(expected["waves"], expected["lengths"]).hidden_states
+    layers = sorted(k for k in expected if k.startswith("hidden_"))
+    assert len(hidden) == len(layers) == 2  # transformer input and the one layer
+    for i, h in enumerate(hidden):
+        torch.testing.assert_close(h, expected[f"hidden_{i}"], atol=1e-10, rtol=0)
