@@ -34,10 +34,11 @@ def _manifest(args: argparse.Namespace) -> None:
 
 
 def _data_pass(args: argparse.Namespace) -> None:
-    from ssl_audio.config import load_config, save_config
+    from ssl_audio.configs import save_config
     from ssl_audio.data.loader import make_loader
     from ssl_audio.data.manifest import load_manifest
     from ssl_audio.data.throughput import loader_pass
+    from ssl_audio.train.config import load_config
 
     cfg = load_config(args.recipe, args.overrides)
     save_config(cfg, Path(cfg.run_dir) / "config.yaml")
@@ -62,7 +63,8 @@ def _data_pass(args: argparse.Namespace) -> None:
 
 
 def _pretrain(args: argparse.Namespace) -> None:
-    from ssl_audio.config import load_config, to_dict
+    from ssl_audio.configs import to_dict
+    from ssl_audio.train.config import load_config
     from ssl_audio.train.loop import train
 
     cfg = load_config(args.recipe, args.overrides)
@@ -133,7 +135,7 @@ def _kmeans(args: argparse.Namespace) -> None:
 
 def _hubert_iterate(args: argparse.Namespace) -> None:
     from ssl_audio.cluster.iterate import IterateConfig, run_iterations
-    from ssl_audio.config import load_config
+    from ssl_audio.configs import load_config
 
     cfg = load_config(args.recipe, args.overrides, schema=IterateConfig)
     summaries = run_iterations(cfg)

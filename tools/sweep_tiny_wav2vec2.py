@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ssl_audio.config import ModelConfig
+from ssl_audio.models.registry import ModelConfig
 from ssl_audio.models.wav2vec2 import Wav2Vec2
 from ssl_audio.train.families import family_config
 

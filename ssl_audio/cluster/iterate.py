@@ -19,10 +19,11 @@ from ssl_audio.checks import fail, require_count
 from ssl_audio.cluster.features import FeatureSet, FeatureSource, dump_features
 from ssl_audio.cluster.kmeans import assign_labels, file_hash, fit_kmeans, sample_frames, save_kmeans
 from ssl_audio.cluster.quality import quality_against_alignments
-from ssl_audio.config import Config, from_dict, save_config
+from ssl_audio.configs import save_config
 from ssl_audio.data.labels import load_labels, manifest_hash
 from ssl_audio.data.manifest import Manifest, load_manifest
 from ssl_audio.train.checkpoint import find_resume, read_meta
+from ssl_audio.train.config import Config, from_dict
 
 
 @dataclass(frozen=True, kw_only=True)

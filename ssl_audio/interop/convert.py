@@ -20,10 +20,12 @@ import torch
 import yaml
 from torch import Tensor, nn
 
-from ssl_audio.config import Config, ModelConfig, from_dict, to_dict
+from ssl_audio.configs import to_dict
 from ssl_audio.interop.unpickle import load_torch_file
 from ssl_audio.models.hubert import HubertConfig
+from ssl_audio.models.registry import ModelConfig
 from ssl_audio.models.wav2vec2 import Wav2Vec2Config
+from ssl_audio.train.config import Config, from_dict
 from ssl_audio.train.families import FAMILIES, family_config
 
 SOURCES = ("fairseq", "hf", "torchaudio", "ssl_audio")

@@ -25,10 +25,11 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from ssl_audio.audio import SAMPLE_RATE
-from ssl_audio.config import ModelConfig, to_dict
+from ssl_audio.configs import to_dict
 from ssl_audio.interop.convert import Imported, KeyTable, gather, translate
 from ssl_audio.interop.unpickle import load_torch_file
 from ssl_audio.models.encoder import EncoderConfig
+from ssl_audio.models.registry import ModelConfig
 from ssl_audio.train.families import FAMILIES, family_config
 
 FAMILY_OF = {"wav2vec2": "wav2vec2", "hubert": "hubert", "wavlm": "wavlm"}  # transformers model_type -> family

@@ -34,10 +34,11 @@ from tqdm import tqdm
 
 from ssl_audio.audio import SAMPLE_RATE, AudioError, load_audio
 from ssl_audio.cluster.features import MFCC_HOP, MFCC_WINDOW, mfcc_features
-from ssl_audio.config import Config, from_dict, to_dict
+from ssl_audio.configs import to_dict
 from ssl_audio.models.chunked import frames_in_chunks
 from ssl_audio.models.encoder import Encoder
 from ssl_audio.probe.data import ProbeTable
+from ssl_audio.train.config import Config, from_dict
 
 CHUNK_SECONDS, CONTEXT_SECONDS = 30.0, 2.0  # as clustering: 30 s chunks with 2 s of context on each side
 LOGMEL_BINS = 80  # kaldi fbank, 25 ms windows every 10 ms (SUPERB's FBANK baseline)

@@ -9,10 +9,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from ssl_audio.config import ModelConfig, from_dict, to_dict
+from ssl_audio.configs import to_dict
 from ssl_audio.data.collate import Batch
 from ssl_audio.models import hubert, wav2vec2, wavlm
 from ssl_audio.models.output import Output
+from ssl_audio.models.registry import ModelConfig
+from ssl_audio.train.config import from_dict
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, broadcast_object_list, gather_object
 
 from ssl_audio.audio import SAMPLE_RATE
-from ssl_audio.config import Config, save_config, to_dict
+from ssl_audio.configs import save_config, to_dict
 from ssl_audio.data.collate import Batch
 from ssl_audio.data.labels import check_label_sets, label_classes, load_labels, read_header
 from ssl_audio.data.loader import ResumableLoader, make_loader, set_epoch
@@ -37,6 +37,7 @@ from ssl_audio.train.checkpoint import (
     prune_checkpoints,
     save_checkpoint,
 )
+from ssl_audio.train.config import Config
 from ssl_audio.train.families import (
     FAMILIES,
     build_model,

@@ -7,9 +7,9 @@ from pathlib import Path
 import yaml
 from torch import nn
 
-from ssl_audio.config import Config, from_dict
 from ssl_audio.models.encoder import Encoder
 from ssl_audio.train.checkpoint import load_checkpoint
+from ssl_audio.train.config import Config, from_dict
 from ssl_audio.train.families import build_model
 from ssl_audio.train.weights import load_weights
 

@@ -16,7 +16,8 @@ from typing import Any
 import torch
 import yaml
 
-from ssl_audio.config import Config, from_dict, parse_yaml, to_dict
+from ssl_audio.configs import parse_yaml, to_dict
+from ssl_audio.train.config import Config, from_dict
 
 # Exact keys, or prefixes ending in "." for a whole section.
 HONOURED = (

@@ -17,9 +17,9 @@ import pytest
 import soundfile as sf
 
 from ssl_audio.cluster.kmeans import file_hash
-from ssl_audio.config import load_config
 from ssl_audio.data.labels import check_label_sets, write_labels
 from ssl_audio.data.manifest import Manifest, build_manifests, load_manifest
+from ssl_audio.train.config import load_config
 from ssl_audio.train.loop import train, with_label_shapes
 
 REPO = Path(__file__).resolve().parents[2]
