@@ -71,7 +71,7 @@ def _pretrain(args: argparse.Namespace) -> None:
     if args.print_config:
         import yaml
 
-        from ssl_audio.train.families import family_config
+        from ssl_audio.models.registry import family_config
         from ssl_audio.train.loop import with_label_shapes
 
         cfg = with_label_shapes(cfg)  # what training would write to run_dir/config.yaml

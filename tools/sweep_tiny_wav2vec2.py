@@ -26,9 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ssl_audio.models.registry import ModelConfig
+from ssl_audio.models.registry import ModelConfig, family_config
 from ssl_audio.models.wav2vec2 import Wav2Vec2
-from ssl_audio.train.families import family_config
 
 CROP, BATCH = 48000, 8  # the recipe's 3 s crops and 24 s batches
 

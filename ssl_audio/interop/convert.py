@@ -23,10 +23,12 @@ from torch import Tensor, nn
 from ssl_audio.configs import to_dict
 from ssl_audio.interop.unpickle import load_torch_file
 from ssl_audio.models.hubert import HubertConfig
-from ssl_audio.models.registry import ModelConfig
+from ssl_audio.models.loading import check_compatible
+from ssl_audio.models.registry import FAMILIES, ModelConfig, family_config
 from ssl_audio.models.wav2vec2 import Wav2Vec2Config
+from ssl_audio.step_folder import load_checkpoint
+from ssl_audio.train.checkpoint import save_checkpoint, step_dir
 from ssl_audio.train.config import Config, from_dict
-from ssl_audio.train.families import FAMILIES, family_config
 
 SOURCES = ("fairseq", "hf", "torchaudio", "ssl_audio")
 TARGETS = ("ssl_audio", "hf")
@@ -134,8 +136,6 @@ def run_config(imported: Imported, run_dir: Path) -> Config:
 
 def write_step_folder(imported: Imported, run_dir: Path) -> Converted:
     """Our checkpoint layout: <run_dir>/step_00000000 with weights, an empty train state and the config."""
-    from ssl_audio.train.checkpoint import save_checkpoint, step_dir
-
     if step_dir(run_dir, IMPORT_STEP).exists():
         raise ValueError(f"{step_dir(run_dir, IMPORT_STEP)}: already exists; remove it or choose another DST")
     state, fresh = complete_state(imported)
@@ -146,9 +146,6 @@ def write_step_folder(imported: Imported, run_dir: Path) -> Converted:
 
 def read_step_folder(path: Path) -> Imported:
     """One of our step folders, as a source for export."""
-    from ssl_audio.train.checkpoint import load_checkpoint
-    from ssl_audio.train.weights import check_compatible
-
     checkpoint = load_checkpoint(path)
     cfg = from_dict(yaml.safe_load(checkpoint.config_text) or {})
     family_cfg = family_config(cfg.model)

@@ -29,7 +29,7 @@ from torch import Tensor
 from ssl_audio.interop.convert import Imported, KeyTable, gather, translate
 from ssl_audio.interop.unpickle import load_torch_file
 from ssl_audio.models.encoder import EncoderConfig
-from ssl_audio.train.families import FAMILIES
+from ssl_audio.models.registry import FAMILIES
 
 _NP_SCALAR = np._core.multiarray.scalar if hasattr(np, "_core") else np.core.multiarray.scalar  # numpy 2 / 1
 # Plain-data types found in fairseq checkpoints besides tensors and containers: the config Namespace of

@@ -29,8 +29,7 @@ from ssl_audio.configs import to_dict
 from ssl_audio.interop.convert import Imported, KeyTable, gather, translate
 from ssl_audio.interop.unpickle import load_torch_file
 from ssl_audio.models.encoder import EncoderConfig
-from ssl_audio.models.registry import ModelConfig
-from ssl_audio.train.families import FAMILIES, family_config
+from ssl_audio.models.registry import FAMILIES, ModelConfig, family_config
 
 FAMILY_OF = {"wav2vec2": "wav2vec2", "hubert": "hubert", "wavlm": "wavlm"}  # transformers model_type -> family
 BASE_MODEL = {"wav2vec2": "Wav2Vec2Model", "hubert": "HubertModel", "wavlm": "WavLMModel"}

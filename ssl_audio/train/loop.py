@@ -30,6 +30,8 @@ from ssl_audio.data.labels import check_label_sets, label_classes, load_labels, 
 from ssl_audio.data.loader import ResumableLoader, make_loader, set_epoch
 from ssl_audio.data.manifest import load_manifest
 from ssl_audio.data.mixing import Mixer
+from ssl_audio.models.loading import load_weights
+from ssl_audio.models.registry import FAMILIES, build_model, family_config
 from ssl_audio.train.checkpoint import (
     find_resume,
     load_checkpoint,
@@ -38,21 +40,14 @@ from ssl_audio.train.checkpoint import (
     save_checkpoint,
 )
 from ssl_audio.train.config import Config
-from ssl_audio.train.families import (
-    FAMILIES,
-    build_model,
-    chance_accuracy,
-    family_config,
-    forward_batch,
-    masked_accuracy,
-)
+from ssl_audio.train.families import chance_accuracy, forward_batch, masked_accuracy
 from ssl_audio.train.hardware import bf16_units
 from ssl_audio.train.resume_changes import apply_optimizer_settings, check_resume_changes
 from ssl_audio.train.rng import capture_rng, restore_rng, seed_everything
 from ssl_audio.train.run_folder import RunFolderError, take_run_folder
 from ssl_audio.train.schedule import lr_multiplier
 from ssl_audio.train.telemetry import Telemetry
-from ssl_audio.train.weights import HEAD_PARTS, QUANTIZER_PARTS, load_weights
+from ssl_audio.train.weights import HEAD_PARTS, QUANTIZER_PARTS
 
 PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ssl_audio.train.pretrained import load_encoder, load_model
+from ssl_audio.models.loading import load_encoder, load_model
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "checkpoints"
 FAMILIES = ("wav2vec2", "hubert", "wavlm")

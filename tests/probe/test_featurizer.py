@@ -19,7 +19,7 @@ from ssl_audio.cli import main
 from ssl_audio.cluster.features import mfcc_features
 from ssl_audio.configs import to_dict
 from ssl_audio.models.encoder import Encoder
-from ssl_audio.models.registry import ModelConfig
+from ssl_audio.models.registry import ModelConfig, build_model
 from ssl_audio.models.wav2vec2 import tiny_encoder
 from ssl_audio.probe.data import read_table
 from ssl_audio.probe.featurizer import (
@@ -34,7 +34,6 @@ from ssl_audio.probe.featurizer import (
 )
 from ssl_audio.train.checkpoint import save_checkpoint
 from ssl_audio.train.config import Config
-from ssl_audio.train.families import build_model
 
 NO_DROPOUT = dict(dropout=0.0, attention_dropout=0.0, projection_dropout=0.0, activation_dropout=0.0)
 
