@@ -63,18 +63,16 @@ def _data_pass(args: argparse.Namespace) -> None:
 
 
 def _pretrain(args: argparse.Namespace) -> None:
+    import yaml
+
     from ssl_audio.configs import to_dict
-    from ssl_audio.train.config import load_config
+    from ssl_audio.models.registry import family_config
+    from ssl_audio.train.config import load_config, resolve_config
     from ssl_audio.train.loop import train
 
     cfg = load_config(args.recipe, args.overrides)
     if args.print_config:
-        import yaml
-
-        from ssl_audio.models.registry import family_config
-        from ssl_audio.train.loop import with_label_shapes
-
-        cfg = with_label_shapes(cfg)  # what training would write to run_dir/config.yaml
+        cfg = resolve_config(cfg)  # what training would write to run_dir/config.yaml
         family_config(cfg.model)  # a bad model.config key fails here as it would in training
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
         return

@@ -6,13 +6,14 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, TypeVar
 
 from ssl_audio import configs
 from ssl_audio.checks import require_count, require_non_negative, require_positive, require_probability, require_range
 from ssl_audio.data.config import DataConfig
-from ssl_audio.models.registry import ModelConfig
+from ssl_audio.data.labels import check_label_sets, label_classes, read_header
+from ssl_audio.models.registry import FAMILIES, LabelShapes, ModelConfig
 from ssl_audio.train.schedule import ScheduleConfig
 
 T = TypeVar("T")
@@ -99,3 +100,21 @@ def load_config(
 ) -> T:
     """`configs.load_config` with the run config as the default schema (the defaults when `yaml_path` is None)."""
     return configs.load_config(yaml_path, overrides, schema=schema)
+
+
+def read_label_shapes(data: DataConfig) -> LabelShapes | None:
+    """Classes and rate from the label files' headers (None without data.train_labels).
+
+    Every header, train and valid, is checked before any training: a mismatch would surface only at the first
+    validation, or not at all (labels of another k-means model give a plausible but wrong valid loss)."""
+    if not data.train_labels:
+        return None
+    check_label_sets(data.train_labels, data.valid_labels)
+    rate = float(read_header(data.train_labels[0])["rate"])  # one rate for all sets, checked above
+    return LabelShapes(num_classes=label_classes(data.train_labels), rate=rate)
+
+
+def resolve_config(cfg: Config) -> Config:
+    """The model section as the family resolves it from the data (HuBERT/WavLM: label classes and rate)."""
+    model = FAMILIES[cfg.model.family].resolve(cfg.model, lambda: read_label_shapes(cfg.data))
+    return replace(cfg, model=model)

@@ -15,7 +15,7 @@ import math
 import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -26,12 +26,13 @@ from accelerate.utils import DistributedDataParallelKwargs, broadcast_object_lis
 from ssl_audio.audio import SAMPLE_RATE
 from ssl_audio.configs import save_config, to_dict
 from ssl_audio.data.collate import Batch
-from ssl_audio.data.labels import check_label_sets, label_classes, load_labels, read_header
+from ssl_audio.data.labels import load_labels
 from ssl_audio.data.loader import ResumableLoader, make_loader, set_epoch
 from ssl_audio.data.manifest import load_manifest
 from ssl_audio.data.mixing import Mixer
 from ssl_audio.models.loading import load_weights
-from ssl_audio.models.registry import FAMILIES, build_model, family_config
+from ssl_audio.models.output import Output
+from ssl_audio.models.registry import FAMILIES, Family, build_model, family_config
 from ssl_audio.train.checkpoint import (
     find_resume,
     load_checkpoint,
@@ -39,15 +40,13 @@ from ssl_audio.train.checkpoint import (
     prune_checkpoints,
     save_checkpoint,
 )
-from ssl_audio.train.config import Config
-from ssl_audio.train.families import chance_accuracy, forward_batch, masked_accuracy
+from ssl_audio.train.config import Config, resolve_config
 from ssl_audio.train.hardware import bf16_units
 from ssl_audio.train.resume_changes import apply_optimizer_settings, check_resume_changes
 from ssl_audio.train.rng import capture_rng, restore_rng, seed_everything
 from ssl_audio.train.run_folder import RunFolderError, take_run_folder
 from ssl_audio.train.schedule import lr_multiplier
 from ssl_audio.train.telemetry import Telemetry
-from ssl_audio.train.weights import HEAD_PARTS, QUANTIZER_PARTS
 
 PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 
@@ -67,18 +66,17 @@ class TrainResult:
     checkpoint: Path | None = None
 
 
-def with_label_shapes(cfg: Config) -> Config:
-    """HuBERT/WavLM: take the number of classes and the label rate from the label files' headers."""
-    if not FAMILIES[cfg.model.family].uses_labels:
-        return cfg
-    if not cfg.data.train_labels:
-        raise ValueError(f"model.family={cfg.model.family} needs data.train_labels (see `ssl-audio kmeans assign`)")
-    # Every label file's header, train and valid, before any training: a mismatch would surface only at the
-    # first validation, or not at all (labels of another k-means model give a plausible but wrong valid loss).
-    check_label_sets(cfg.data.train_labels, cfg.data.valid_labels)
-    rate = float(read_header(cfg.data.train_labels[0])["rate"])  # one rate for all sets, checked above
-    shapes = {"num_classes": list(label_classes(cfg.data.train_labels)), "label_rate": rate}
-    return replace(cfg, model=replace(cfg.model, config={**cfg.model.config, **shapes}))
+def forward_batch(
+    model: torch.nn.Module,
+    family: Family,
+    batch: Batch,
+    *,
+    step: int,
+    layerdrop_seed: int | None = None,
+    generator=None,
+) -> Output:
+    """Run a batch through any family (through the DDP wrapper, so its hooks fire)."""
+    return model(**family.inputs(batch), step=step, layerdrop_seed=layerdrop_seed, generator=generator)
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -135,7 +133,8 @@ def _take_run_folder(run_dir: Path, accelerator: Accelerator, held: contextlib.E
 
 
 def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> TrainResult:
-    cfg = with_label_shapes(cfg)
+    cfg = resolve_config(cfg)
+    family = FAMILIES[cfg.model.family]
     family_cfg = family_config(cfg.model)
     # Layerdrop leaves layers without gradients in some updates; DDP must be told to expect that.
     ddp = DistributedDataParallelKwargs(find_unused_parameters=family_cfg.encoder.layerdrop > 0)
@@ -177,12 +176,11 @@ def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> Tr
 
     # Model, optimizer, schedule. Every process builds the same initial weights from the same seed.
     seed_everything(cfg.seed)
-    family = cfg.model.family
     model = build_model(cfg.model)
     stale = _take_run_folder(run_dir, accelerator, held)
     resumed = load_checkpoint(resume) if resume not in (None, "auto") else find_resume(run_dir) if resume else None
     if resumed is None and cfg.init.checkpoint:
-        skip = (QUANTIZER_PARTS if cfg.init.reset_quantizer else ()) + (HEAD_PARTS if cfg.init.reset_heads else ())
+        skip = tuple(p for option, parts in family.fresh_parts.items() if getattr(cfg.init, option) for p in parts)
         load_weights(model, load_checkpoint(cfg.init.checkpoint).model_state, source=cfg.init.checkpoint, skip=skip)
     if cfg.train.compile:
         model = torch.compile(model)
@@ -228,13 +226,11 @@ def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> Tr
             save_config(cfg, run_dir / "config.yaml")
         except OSError as err:
             raise RunFolderError(f"run_dir {run_dir}: cannot write ({os_error_reason(err, err.filename)})") from None
-    quantizer_cfg = getattr(family_cfg, "quantizer", None)
     telemetry = Telemetry(
         run_dir, enabled=accelerator.is_main_process, total_updates=total, start_update=step,
-        log_every=cfg.train.log_every, chance=chance_accuracy(family_cfg),
+        log_every=cfg.train.log_every, chance=family.chance(family_cfg),
         chance_warn_after=cfg.train.chance_warn_after,
-        perplexity_floor=None if quantizer_cfg is None
-        else cfg.train.perplexity_warn_below * quantizer_cfg.num_groups * quantizer_cfg.num_entries,
+        perplexity_floor=family.perplexity_floor(family_cfg, cfg.train.perplexity_warn_below),
     )  # fmt: skip
     held.callback(telemetry.close)
     for path in stale:
@@ -249,7 +245,7 @@ def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> Tr
         telemetry.line(line)
     num_params = sum(p.numel() for p in core.parameters())
     telemetry.line(
-        f"{family} ({cfg.model.preset}): {num_params:,} parameters, {world} process(es), "
+        f"{cfg.model.family} ({cfg.model.preset}): {num_params:,} parameters, {world} process(es), "
         f"{grad_accum} micro-batch(es) per update, {len(loader)} batches per epoch per process, {total} updates"
     )
 
@@ -355,8 +351,8 @@ def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> Tr
         mean_loss = loss_sum / max(frames, 1.0)
         result.losses.append(mean_loss)
         metrics = {k: float(accelerator.reduce(v, reduction="mean")) / grad_accum for k, v in metric_sums.items()}
-        if "accuracy" not in metrics and masked_accuracy(metrics) is not None:  # HuBERT's accuracy_masked_0
-            metrics["accuracy"] = masked_accuracy(metrics)
+        if family.accuracy_key != "accuracy" and family.accuracy_key in metrics:  # the family's headline accuracy
+            metrics["accuracy"] = metrics[family.accuracy_key]
         seconds = time.perf_counter() - started
         telemetry.update(
             step,
@@ -388,7 +384,7 @@ def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> Tr
 
 @torch.no_grad()
 def validate(
-    model: torch.nn.Module, family: str, loader: ResumableLoader, accelerator: Accelerator, cfg: Config, step: int
+    model: torch.nn.Module, family: Family, loader: ResumableLoader, accelerator: Accelerator, cfg: Config, step: int
 ) -> dict[str, float]:
     """Loss per predicted frame and mean metrics over the valid manifest, in eval mode, with fixed masks."""
     model.eval()
