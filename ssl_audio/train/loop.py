@@ -33,6 +33,7 @@ from ssl_audio.data.mixing import Mixer
 from ssl_audio.models.loading import load_weights
 from ssl_audio.models.output import Output
 from ssl_audio.models.registry import FAMILIES, Family, build_model, family_config
+from ssl_audio.models.step_context import StepContext
 from ssl_audio.train.checkpoint import (
     find_resume,
     load_checkpoint,
@@ -76,7 +77,8 @@ def forward_batch(
     generator=None,
 ) -> Output:
     """Run a batch through any family (through the DDP wrapper, so its hooks fire)."""
-    return model(**family.inputs(batch), step=step, layerdrop_seed=layerdrop_seed, generator=generator)
+    context = StepContext(step=step, generator=generator, layerdrop_seed=layerdrop_seed)
+    return model(**family.inputs(batch), context=context)
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:

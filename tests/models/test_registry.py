@@ -11,6 +11,7 @@ import torch
 
 import ssl_audio.train.loop
 from ssl_audio.models.registry import FAMILIES, LabelShapes, ModelConfig, build_model, family_config
+from ssl_audio.models.step_context import StepContext
 
 TINY_CHANGES = {"encoder": {"num_layers": 1, "dropout": 0.0, "attention_dropout": 0.0, "projection_dropout": 0.0}}
 
@@ -42,7 +43,7 @@ def test_record_matches_its_model(name: str) -> None:
     waves = torch.randn(2, 8000, generator=torch.Generator().manual_seed(1))
     labels = (torch.randint(0, 3, (2, 25)), torch.randint(0, 3, (2, 25)))
     with torch.no_grad():
-        out = model(**family.inputs(FakeBatch(waves, torch.tensor([8000, 6000]), labels)), step=0)
+        out = model(**family.inputs(FakeBatch(waves, torch.tensor([8000, 6000]), labels)), context=StepContext(step=0))
     assert family.accuracy_key in out.metrics
     if name == "wav2vec2":
         assert family.chance(cfg) == 1 / 21  # tiny: 20 negatives
