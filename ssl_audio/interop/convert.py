@@ -23,12 +23,12 @@ from torch import Tensor, nn
 from ssl_audio.configs import to_dict
 from ssl_audio.interop.unpickle import load_torch_file
 from ssl_audio.models.hubert import HubertConfig
-from ssl_audio.models.loading import check_compatible
+from ssl_audio.models.loading import check_compatible, model_section
 from ssl_audio.models.registry import FAMILIES, ModelConfig, family_config
 from ssl_audio.models.wav2vec2 import Wav2Vec2Config
-from ssl_audio.step_folder import load_checkpoint
+from ssl_audio.step_folder import CONFIG_FILE, load_checkpoint
 from ssl_audio.train.checkpoint import save_checkpoint, step_dir
-from ssl_audio.train.config import Config, from_dict
+from ssl_audio.train.config import Config
 
 SOURCES = ("fairseq", "hf", "torchaudio", "ssl_audio")
 TARGETS = ("ssl_audio", "hf")
@@ -147,10 +147,10 @@ def write_step_folder(imported: Imported, run_dir: Path) -> Converted:
 def read_step_folder(path: Path) -> Imported:
     """One of our step folders, as a source for export."""
     checkpoint = load_checkpoint(path)
-    cfg = from_dict(yaml.safe_load(checkpoint.config_text) or {})
-    family_cfg = family_config(cfg.model)
-    check_compatible(expected_state(cfg.model.family, family_cfg), checkpoint.model_state, source=str(path))
-    return Imported(family=cfg.model.family, config=family_cfg, state=checkpoint.model_state, source=str(path))
+    model_cfg = model_section(checkpoint.config_text, source=str(path / CONFIG_FILE))
+    family_cfg = family_config(model_cfg)
+    check_compatible(expected_state(model_cfg.family, family_cfg), checkpoint.model_state, source=str(path))
+    return Imported(family=model_cfg.family, config=family_cfg, state=checkpoint.model_state, source=str(path))
 
 
 def _read_torchaudio(path: Path, builder: str | None, *, trust_pickle: bool = False) -> Imported:

@@ -5,6 +5,8 @@ A new family is its module plus one entry in FAMILIES.
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
@@ -143,25 +145,51 @@ FAMILIES: dict[str, Family] = {
 }
 
 
-def _merge(base: dict, changes: dict) -> dict:
+def lay_over(base: dict, changes: dict) -> dict:
+    """`changes` laid over `base`, nested mappings merged key by key."""
     merged = dict(base)
     for key, value in changes.items():
         merged[key] = (
-            _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+            lay_over(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
         )
     return merged
 
 
+def is_complete(values: dict, schema: type) -> bool:
+    """Whether `values` gives every field of `schema` (recursively): such a config depends on no preset."""
+    hints = typing.get_type_hints(schema)
+    for f in dataclasses.fields(schema):
+        if not f.init:
+            continue
+        if f.name not in values:
+            return False
+        nested = dataclasses.is_dataclass(hints[f.name]) and isinstance(values[f.name], dict)
+        if nested and not is_complete(values[f.name], hints[f.name]):
+            return False
+    return True
+
+
 def family_config(model: ModelConfig) -> Any:
-    """The family's config: the preset's values with `model.config` laid over them (keys checked)."""
+    """The family's config: the preset's values with `model.config` laid over them (keys checked).
+
+    A complete `model.config` (every field, as step folders record it) is the config itself: no preset is read."""
     family = FAMILIES[model.family]
-    if model.preset not in family.presets:
+    if is_complete(model.config, family.config_class):
+        base: dict = {}
+    elif model.preset not in family.presets:
         raise ValueError(f"config key 'model.preset': {model.family} has presets {sorted(family.presets)}")
-    base = to_dict(family.presets[model.preset]())
+    else:
+        base = to_dict(family.presets[model.preset]())
     try:
-        return from_dict(_merge(base, model.config), schema=family.config_class)
+        return from_dict(lay_over(base, model.config), schema=family.config_class)
     except ValueError as err:
         raise ValueError(str(err).replace("config key '", "config key 'model.config.")) from None
+
+
+def resolved_model(model: ModelConfig) -> ModelConfig:
+    """The model section with every field of the family config spelled out: what a step folder records, so that
+    it builds the same model whatever later happens to the presets."""
+    return replace(model, config=to_dict(family_config(model)))
 
 
 def build_model(model: ModelConfig) -> nn.Module:

@@ -15,7 +15,7 @@ import math
 import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -32,7 +32,7 @@ from ssl_audio.data.manifest import load_manifest
 from ssl_audio.data.mixing import Mixer
 from ssl_audio.models.loading import load_weights
 from ssl_audio.models.output import Output
-from ssl_audio.models.registry import FAMILIES, Family, build_model, family_config
+from ssl_audio.models.registry import FAMILIES, Family, build_model, family_config, resolved_model
 from ssl_audio.models.step_context import StepContext
 from ssl_audio.train.checkpoint import (
     find_resume,
@@ -221,8 +221,9 @@ def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> Tr
     else:
         seed_everything(cfg.seed * 1000 + rank + 1)  # masking and dropout differ across processes
 
-    # Only now, with the weights accepted, does the run folder get (or keep) this config.
-    config_text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    # Only now, with the weights accepted, does the run folder get (or keep) this config. Step folders record the
+    # model section fully resolved, so they build the same model whatever later happens to the presets.
+    config_text = yaml.safe_dump(to_dict(replace(cfg, model=resolved_model(cfg.model))), sort_keys=False)
     if accelerator.is_main_process:
         try:
             save_config(cfg, run_dir / "config.yaml")
