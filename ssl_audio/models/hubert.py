@@ -14,13 +14,13 @@ from torch import Tensor, nn
 
 from ssl_audio.audio import SAMPLE_RATE
 from ssl_audio.checks import fail, require_count, require_non_negative, require_positive
-from ssl_audio.data.collate import LABEL_PAD  # padding (and frames with no label)
 from ssl_audio.models.encoder import Encoder, EncoderConfig
 from ssl_audio.models.output import Output
 from ssl_audio.models.step_context import EVAL, StepContext
 from ssl_audio.nn.masking import MaskingConfig, SpanMasker
 
 COSINE_EPS = 1e-8  # as torch.cosine_similarity
+LABEL_PAD = -100  # a frame with no label (padding); data/collate.py pads label rows with it
 
 
 @dataclass(frozen=True, kw_only=True)
