@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import yaml
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs, broadcast_object_list, gather_object
+from accelerate.utils import DistributedDataParallelKwargs, broadcast_object_list
 
 from ssl_audio.audio import SAMPLE_RATE
 from ssl_audio.configs import save_config, to_dict
@@ -43,11 +43,12 @@ from ssl_audio.train.checkpoint import (
 )
 from ssl_audio.train.config import Config, resolve_config
 from ssl_audio.train.hardware import bf16_units
-from ssl_audio.train.resume_changes import apply_optimizer_settings, check_resume_changes
-from ssl_audio.train.rng import capture_rng, restore_rng, seed_everything
+from ssl_audio.train.resume_changes import check_resume_changes
+from ssl_audio.train.rng import seed_everything
 from ssl_audio.train.run_folder import RunFolderError, take_run_folder
 from ssl_audio.train.schedule import lr_multiplier
 from ssl_audio.train.telemetry import Telemetry
+from ssl_audio.train.train_state import TrainState
 
 PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 
@@ -200,26 +201,19 @@ def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> Tr
     model, optimizer = accelerator.prepare(model, optimizer)
     core = accelerator.unwrap_model(model)
 
-    step = epoch = skipped = bad_in_row = 0
+    state = TrainState(
+        optimizer=optimizer.optimizer, scheduler=scheduler, scaler=accelerator.scaler, loader=loader, rank=rank,
+        world_size=world,
+    )  # fmt: skip
     resume_lines: list[str] = []
     if resumed is not None:
         load_weights(core, resumed.model_state, source=str(resumed.path))
-        state = resumed.train_state
-        if state["world_size"] != world:
-            raise ValueError(f"{resumed.path}: saved with {state['world_size']} processes, resuming with {world}")
-        resume_lines = check_resume_changes(resumed.config_text, cfg, source=str(resumed.path))
-        fresh_groups = [dict(group) for group in optimizer.optimizer.param_groups]
-        optimizer.optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        apply_optimizer_settings(optimizer.optimizer, scheduler, fresh_groups, cfg.optim.lr)
-        if accelerator.scaler is not None and state.get("scaler"):
-            accelerator.scaler.load_state_dict(state["scaler"])
-        loader.load_state_dict(state["loader"][rank])
-        step, skipped = state["step"], state["skipped"]
-        epoch = state["loader"][rank]["epoch"]
-        restore_rng(state["rng"][rank])
+        if resumed.train_state["world_size"] == world:  # else load_state_dict names both counts first
+            resume_lines = check_resume_changes(resumed.config_text, cfg, source=str(resumed.path))
+        state.load_state_dict(resumed.train_state, source=str(resumed.path), peak_lr=cfg.optim.lr)
     else:
         seed_everything(cfg.seed * 1000 + rank + 1)  # masking and dropout differ across processes
+    step, epoch, skipped, bad_in_row = state.step, state.epoch, state.skipped, 0
 
     # Only now, with the weights accepted, does the run folder get (or keep) this config. Step folders record the
     # model section fully resolved, so they build the same model whatever later happens to the presets.
@@ -253,20 +247,10 @@ def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> Tr
     )
 
     def save(val_loss: float | None) -> Path | None:
-        rng = gather_object([capture_rng()])
-        loader_states = gather_object([loader.state_dict()])
+        state.step, state.skipped = step, skipped
+        train_state = state.state_dict()  # on every rank: it gathers their RNG and loader states
         path = None
         if accelerator.is_main_process:
-            train_state = {
-                "optimizer": optimizer.optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
-                "rng": rng,
-                "loader": loader_states,
-                "step": step,
-                "skipped": skipped,
-                "world_size": world,
-            }
             path = save_checkpoint(
                 run_dir, step, model_state=core.state_dict(), train_state=train_state, config_text=config_text,
                 val_loss=val_loss,
