@@ -17,6 +17,7 @@ from ssl_audio.checks import fail, require_count, require_non_negative, require_
 from ssl_audio.models.encoder import Encoder, EncoderConfig
 from ssl_audio.models.output import Output
 from ssl_audio.models.step_context import EVAL, StepContext
+from ssl_audio.models.wav2vec2 import tiny_encoder  # the demo trunk, shared by every family's tiny preset
 from ssl_audio.nn.masking import MaskingConfig, SpanMasker
 
 COSINE_EPS = 1e-8  # as torch.cosine_similarity
@@ -152,6 +153,4 @@ def hubert_large(num_classes: tuple[int, ...] = (500,), label_rate: float = 50.0
 
 
 def hubert_tiny(num_classes: tuple[int, ...] = (100,), label_rate: float = 100.0) -> HubertConfig:
-    from ssl_audio.models.wav2vec2 import tiny_encoder
-
     return HubertConfig(encoder=tiny_encoder(), num_classes=num_classes, label_rate=label_rate, final_dim=64)
