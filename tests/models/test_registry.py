@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,3 +63,29 @@ def test_labelled_families_refuse_missing_labels(name: str) -> None:
         family.resolve(ModelConfig(family=name, preset="tiny"), lambda: None)
     with pytest.raises(ValueError, match=f"{name} needs frame labels"):
         family.inputs(FakeBatch(torch.zeros(1, 400), torch.tensor([400])))
+
+
+def _internal_imports(path: Path) -> set[str]:
+    """Every ssl_audio module `path` imports, at the top or inside functions."""
+    tree = ast.parse(path.read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("ssl_audio"):
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("ssl_audio"))
+    return found
+
+
+def test_models_and_nn_import_nothing_uphill() -> None:
+    package = Path(ssl_audio.train.loop.__file__).resolve().parents[1]
+    uphill = ("data", "train", "cluster", "probe", "interop", "cli", "demo")
+    bad = {
+        f"{path.relative_to(package)} -> {module}"
+        for folder in ("models", "nn")
+        for path in (package / folder).glob("*.py")
+        for module in _internal_imports(path)
+        if module.split(".")[1] in uphill
+    }
+    assert not bad
+    assert _internal_imports(package / "configs.py") == {"ssl_audio.checks"}  # the loader is a leaf
