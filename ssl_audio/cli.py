@@ -53,10 +53,11 @@ def _pack_shards(args: argparse.Namespace) -> None:
 
 
 def _data_pass(args: argparse.Namespace) -> None:
-    from ssl_audio.config import load_config, save_config
+    from ssl_audio.configs import save_config
     from ssl_audio.data.loader import make_loader
     from ssl_audio.data.manifest import load_manifest
     from ssl_audio.data.throughput import loader_pass
+    from ssl_audio.train.config import load_config
 
     cfg = load_config(args.recipe, args.overrides)
     save_config(cfg, Path(cfg.run_dir) / "config.yaml")
@@ -81,17 +82,16 @@ def _data_pass(args: argparse.Namespace) -> None:
 
 
 def _pretrain(args: argparse.Namespace) -> int:
-    from ssl_audio.config import load_config, to_dict
+    import yaml
+
+    from ssl_audio.configs import to_dict
+    from ssl_audio.models.registry import family_config
+    from ssl_audio.train.config import load_config, resolve_config
     from ssl_audio.train.loop import train
 
     cfg = load_config(args.recipe, args.overrides)
     if args.print_config:
-        import yaml
-
-        from ssl_audio.train.families import family_config
-        from ssl_audio.train.loop import with_label_shapes
-
-        cfg = with_label_shapes(cfg)  # what training would write to run_dir/config.yaml
+        cfg = resolve_config(cfg)  # what training would write to run_dir/config.yaml
         family_config(cfg.model)  # a bad model.config key fails here as it would in training
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
         return 0
@@ -171,7 +171,7 @@ def _hubert_iterate(args: argparse.Namespace) -> None:
     from accelerate import PartialState
 
     from ssl_audio.cluster.iterate import IterateConfig, run_iterations
-    from ssl_audio.config import load_config
+    from ssl_audio.configs import load_config
 
     cfg = load_config(args.recipe, args.overrides, schema=IterateConfig)
     summaries = run_iterations(cfg)
@@ -188,7 +188,7 @@ def _hubert_iterate(args: argparse.Namespace) -> None:
 
 def _probe_config(args: argparse.Namespace) -> ProbeConfig:
     """ProbeConfig from the options it has a field for; an option left out (None) takes the config's default."""
-    from ssl_audio.config import from_dict
+    from ssl_audio.configs import from_dict
     from ssl_audio.probe.config import ProbeConfig
 
     names = {f.name for f in dataclasses.fields(ProbeConfig)}

@@ -14,8 +14,9 @@ import pytest
 import soundfile as sf
 import yaml
 
-from ssl_audio.config import load_config, to_dict
+from ssl_audio.configs import to_dict
 from ssl_audio.data.manifest import build_manifests
+from ssl_audio.train.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_RECIPE = REPO / "recipes" / "tiny_wav2vec2.yaml"

@@ -3,7 +3,9 @@ from dataclasses import dataclass, field
 import pytest
 import yaml
 
-from ssl_audio.config import Config, DataConfig, from_dict, load_config, parse_yaml, save_config
+from ssl_audio.configs import parse_yaml, save_config
+from ssl_audio.data.config import DataConfig
+from ssl_audio.train.config import Config, from_dict, load_config
 
 
 @dataclass(frozen=True, kw_only=True)

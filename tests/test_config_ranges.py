@@ -12,12 +12,12 @@ import pytest
 
 from ssl_audio.checks import FieldError
 from ssl_audio.cluster.iterate import IterateConfig, IterationConfig
-from ssl_audio.config import Config, ModelConfig, TrainConfig, from_dict, load_config
 from ssl_audio.data.mixing import MixingConfig
 from ssl_audio.models.encoder import EncoderConfig
+from ssl_audio.models.registry import ModelConfig, family_config
 from ssl_audio.nn.masking import MaskingConfig
 from ssl_audio.nn.quantizer import QuantizerConfig
-from ssl_audio.train.families import family_config
+from ssl_audio.train.config import Config, TrainConfig, from_dict, load_config
 from ssl_audio.train.schedule import ScheduleConfig
 
 COUNT = "must be an integer >= 1, got {}"

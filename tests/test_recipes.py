@@ -6,8 +6,8 @@ import pytest
 import yaml
 
 from ssl_audio.cluster.iterate import IterateConfig
-from ssl_audio.config import Config, from_dict, load_config
-from ssl_audio.train.families import family_config
+from ssl_audio.models.registry import family_config
+from ssl_audio.train.config import Config, from_dict, load_config
 
 RECIPES = sorted((Path(__file__).parent.parent / "recipes").glob("*.yaml"))
 

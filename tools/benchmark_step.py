@@ -61,6 +61,7 @@ from torch import Tensor, nn
 from ssl_audio.audio import SAMPLE_RATE
 from ssl_audio.models.encoder import Encoder, EncoderConfig
 from ssl_audio.models.hubert import Hubert, hubert_base
+from ssl_audio.models.step_context import StepContext
 from ssl_audio.models.wav2vec2 import Wav2Vec2, wav2vec2_base
 from ssl_audio.nn.conv_extractor import scale_grad
 from ssl_audio.train.hardware import bf16_units
@@ -145,7 +146,7 @@ def build_ours_wav2vec2(batch: Batch) -> tuple[nn.Module, LossFn, None]:
     generator = torch.Generator().manual_seed(0)
 
     def loss(step: int, _: object) -> Tensor:
-        return model(batch.wave, batch.lengths, step=step, generator=generator).mean_loss
+        return model(batch.wave, batch.lengths, context=StepContext(step=step, generator=generator)).mean_loss
 
     return model, loss, None
 
@@ -156,7 +157,9 @@ def build_ours_hubert(batch: Batch) -> tuple[nn.Module, LossFn, None]:
     generator = torch.Generator().manual_seed(0)
 
     def loss(step: int, _: object) -> Tensor:
-        return model(batch.wave, batch.lengths, [batch.labels], step=step, generator=generator).mean_loss
+        return model(
+            batch.wave, batch.lengths, [batch.labels], context=StepContext(step=step, generator=generator)
+        ).mean_loss
 
     return model, loss, None
 

@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ssl_audio.config import ModelConfig
+from ssl_audio.models.registry import ModelConfig, family_config
+from ssl_audio.models.step_context import StepContext
 from ssl_audio.models.wav2vec2 import Wav2Vec2
-from ssl_audio.train.families import family_config
 
 CROP, BATCH = 48000, 8  # the recipe's 3 s crops and 24 s batches
 
@@ -92,7 +92,7 @@ def run(variant: dict, waves: list[torch.Tensor], updates: int, device: torch.de
     )
     rng, history, start = np.random.default_rng(0), [], time.time()
     for step in range(updates):
-        out = model(*crops(waves, rng, device), step=step)
+        out = model(*crops(waves, rng, device), context=StepContext(step=step))
         optimizer.zero_grad()
         (out.loss / out.sample_size.clamp(min=1)).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)

@@ -25,6 +25,7 @@ from ssl_audio.audio import SAMPLE_RATE, load_audio
 from ssl_audio.data.labels import manifest_hash
 from ssl_audio.data.manifest import Manifest
 from ssl_audio.models.chunked import frames_in_chunks
+from ssl_audio.models.loading import load_encoder
 
 MFCC_RATE, MFCC_WINDOW, MFCC_HOP = 100.0, 400, 160  # kaldi defaults at 16 kHz: 25 ms windows every 10 ms
 CHUNK_SECONDS, CONTEXT_SECONDS = 30.0, 2.0  # long audio is encoded 30 s at a time with 2 s of context
@@ -47,7 +48,6 @@ class FeatureSource:
     def load(self, device: torch.device):  # noqa: ANN201 - returns (fn, rate, window, hop)
         if self.name == "mfcc":
             return mfcc_features, MFCC_RATE, MFCC_WINDOW, MFCC_HOP
-        from ssl_audio.train.pretrained import load_encoder
 
         encoder = load_encoder(self.name).to(device)
         if self.layer is None or not 0 <= self.layer <= encoder.cfg.num_layers:

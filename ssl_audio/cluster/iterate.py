@@ -34,10 +34,13 @@ from ssl_audio.cluster.kmeans import (
     save_kmeans,
 )
 from ssl_audio.cluster.quality import quality_against_alignments
-from ssl_audio.config import Config, from_dict, save_config
+from ssl_audio.configs import save_config
 from ssl_audio.data.labels import load_labels, manifest_hash
 from ssl_audio.data.manifest import Manifest, load_manifest
+from ssl_audio.models.registry import family_config
 from ssl_audio.train.checkpoint import find_resume, read_meta
+from ssl_audio.train.config import Config, from_dict
+from ssl_audio.train.loop import train
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,8 +82,6 @@ class IterateConfig:
 
 def _check_pretrain(cfg: IterateConfig) -> None:
     """Refuse a bad pretraining section (and round overrides) now, not after a round's features and k-means."""
-    from ssl_audio.train.families import family_config
-
     try:
         family_config(from_dict(cfg.pretrain).model)
     except ValueError as err:
@@ -194,8 +195,6 @@ def run_iterations(cfg: IterateConfig, *, progress: bool = True) -> list[dict]:
     """Run every round; returns one summary dict per round (also written to <run_dir>/summary.json).
 
     On many processes, process 0's summaries hold the cluster quality; the others' do not."""
-    from ssl_audio.train.loop import train
-
     run_dir = Path(cfg.run_dir)
     base = from_dict(cfg.pretrain)
     if base.model.family not in ("hubert", "wavlm"):

@@ -19,8 +19,8 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 
 from ssl_audio.data.dataset import BadUtterance, Item, SharedEpoch, crop_item, crop_offset, label_step
+from ssl_audio.models.hubert import LABEL_PAD  # label value past a sequence's end (the model's "no label")
 
-LABEL_PAD = -100  # label value past a sequence's end; torch's cross_entropy ignores it by default
 COLLATE_MODES = ("pad", "crop")
 CROP_STREAM = 1  # crop_offset stream: independent of the dataset's crop of the same item (stream 0)
 

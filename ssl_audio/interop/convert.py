@@ -16,13 +16,16 @@ from pathlib import Path
 
 import yaml
 
-from ssl_audio.config import Config, ModelConfig, from_dict, to_dict
+from ssl_audio.configs import to_dict
 from ssl_audio.interop.fairseq import read_fairseq
 from ssl_audio.interop.hf import read_hf, write_hf
 from ssl_audio.interop.imported import Imported, complete_state, expected_state, resolve_config
 from ssl_audio.interop.torchaudio import read_torchaudio
-from ssl_audio.train.checkpoint import load_checkpoint, save_checkpoint, step_dir
-from ssl_audio.train.weights import check_compatible
+from ssl_audio.models.loading import check_compatible, model_section
+from ssl_audio.models.registry import ModelConfig
+from ssl_audio.step_folder import CONFIG_FILE, load_checkpoint
+from ssl_audio.train.checkpoint import save_checkpoint, step_dir
+from ssl_audio.train.config import Config
 
 SOURCES = ("fairseq", "hf", "torchaudio", "ssl_audio")
 TARGETS = ("ssl_audio", "hf")
@@ -57,10 +60,10 @@ def write_step_folder(imported: Imported, run_dir: Path) -> Converted:
 def read_step_folder(path: Path) -> Imported:
     """One of our step folders, as a source for export."""
     checkpoint = load_checkpoint(path)
-    cfg = from_dict(yaml.safe_load(checkpoint.config_text) or {})
-    family_cfg = resolve_config(cfg.model)
-    check_compatible(expected_state(cfg.model.family, family_cfg), checkpoint.model_state, source=str(path))
-    return Imported(family=cfg.model.family, config=family_cfg, state=checkpoint.model_state, source=str(path))
+    model_cfg = model_section(checkpoint.config_text, source=str(path / CONFIG_FILE))
+    family_cfg = resolve_config(model_cfg)
+    check_compatible(expected_state(model_cfg.family, family_cfg), checkpoint.model_state, source=str(path))
+    return Imported(family=model_cfg.family, config=family_cfg, state=checkpoint.model_state, source=str(path))
 
 
 def guess_source(src: Path) -> str:

@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from ssl_audio.audio import SAMPLE_RATE
-from ssl_audio.config import ModelConfig, to_dict
+from ssl_audio.configs import to_dict
 from ssl_audio.interop.imported import Imported, gather, preset, resolve_config
 from ssl_audio.interop.keymap import (
     TRANSFORMERS_NAMES,
@@ -35,6 +35,7 @@ from ssl_audio.interop.keymap import (
 )
 from ssl_audio.interop.unpickle import load_torch_file
 from ssl_audio.models.encoder import EncoderConfig
+from ssl_audio.models.registry import ModelConfig
 
 FAMILY_OF = {"wav2vec2": "wav2vec2", "hubert": "hubert", "wavlm": "wavlm"}  # transformers model_type -> family
 BASE_MODEL = {"wav2vec2": "Wav2Vec2Model", "hubert": "HubertModel", "wavlm": "WavLMModel"}

@@ -12,11 +12,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ssl_audio.config import ModelConfig
 from ssl_audio.interop.keymap import KeyTable, fuse, translate
 from ssl_audio.models.hubert import HubertConfig
+from ssl_audio.models.registry import FAMILIES, ModelConfig, family_config
 from ssl_audio.models.wav2vec2 import Wav2Vec2Config
-from ssl_audio.train.families import FAMILIES, family_config
 
 # Our parameters that a source may lack: they are initialised fresh instead. Everything else is the trunk,
 # which every source must provide in full.

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from ssl_audio.checks import require_count, require_non_negative, require_positive, require_probability
 from ssl_audio.models.encoder import Encoder, EncoderConfig
 from ssl_audio.models.output import Output
+from ssl_audio.models.step_context import EVAL, StepContext
 from ssl_audio.nn.masking import MaskingConfig, SpanMasker
 from ssl_audio.nn.quantizer import GumbelVectorQuantizer, QuantizerConfig, diversity_loss
 
@@ -91,26 +92,18 @@ class Wav2Vec2(nn.Module):
         self.project_targets = nn.Linear(cfg.quantizer.code_dim, cfg.final_dim)
         self.project_context = nn.Linear(cfg.encoder.dim, cfg.final_dim)
 
-    def forward(
-        self,
-        wave: Tensor,
-        lengths: Tensor | None = None,
-        *,
-        step: int = 0,
-        generator: torch.Generator | None = None,
-        layerdrop_seed: int | None = None,
-    ) -> Output:
-        """(B, S) waveforms, (B,) lengths; `step` (optimizer updates so far) sets the Gumbel temperature."""
-        cfg = self.cfg
+    def forward(self, wave: Tensor, lengths: Tensor | None = None, context: StepContext = EVAL) -> Output:
+        """(B, S) waveforms, (B,) lengths; `context.step` (optimizer updates so far) sets the Gumbel temperature."""
+        cfg, generator = self.cfg, context.generator
         front = self.encoder.extract(wave, lengths, grad_mult=cfg.feature_grad_mult)
         x, mask = self.masker(front.projected, front.lengths, generator=generator)  # (B, T, D), (B, T)
-        context = self.encoder.transformer(x, front.padding_mask, layerdrop_seed=layerdrop_seed).last
+        encoded = self.encoder.transformer(x, front.padding_mask, layerdrop_seed=context.layerdrop_seed).last
 
         # Targets: quantised unmasked features at the masked frames, packed per row.
         unmasked, valid = gather_masked(self.feature_dropout(front.normed), mask)  # (B, M, C), (B, M)
-        self.quantizer.set_step(step)
+        self.quantizer.set_step(context.step)
         quantized = self.quantizer(unmasked, padding_mask=~valid, generator=generator)
-        predicted, _ = gather_masked(context, mask)  # (B, M, D)
+        predicted, _ = gather_masked(encoded, mask)  # (B, M, D)
 
         with torch.autocast(device_type=wave.device.type, enabled=False):  # loss maths in fp32
             targets = self.project_targets(quantized.quantized.float())  # (B, M, F)

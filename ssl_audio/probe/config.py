@@ -1,5 +1,5 @@
-"""`ProbeConfig`: one probing run, built like every other config (`ssl_audio.config.from_dict(..., schema=ProbeConfig)`)
-and range-checked when built, so a bad value fails before any audio is encoded."""
+"""`ProbeConfig`: one probing run, built like every other config (`ssl_audio.configs.from_dict(...,
+schema=ProbeConfig)`) and range-checked when built, so a bad value fails before any audio is encoded."""
 
 from __future__ import annotations
 

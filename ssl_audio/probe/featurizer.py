@@ -34,10 +34,13 @@ from tqdm import tqdm
 
 from ssl_audio.audio import SAMPLE_RATE, AudioError, load_audio
 from ssl_audio.cluster.features import MFCC_HOP, MFCC_WINDOW, mfcc_features
-from ssl_audio.config import Config, from_dict, to_dict
+from ssl_audio.configs import to_dict
 from ssl_audio.models.chunked import frames_in_chunks
 from ssl_audio.models.encoder import Encoder
+from ssl_audio.models.loading import load_model, read_model_config
+from ssl_audio.models.registry import build_model
 from ssl_audio.probe.data import ProbeTable
+from ssl_audio.step_folder import MODEL_FILE, read_meta
 
 CHUNK_SECONDS, CONTEXT_SECONDS = 30.0, 2.0  # as clustering: 30 s chunks with 2 s of context on each side
 LOGMEL_BINS = 80  # kaldi fbank, 25 ms windows every 10 ms (SUPERB's FBANK baseline)
@@ -123,36 +126,23 @@ def encoder_featurizer(encoder: Encoder, *, name: str, ident: str, device: str |
 
 def checkpoint_featurizer(step_dir: str | Path, *, device: str | torch.device = "cpu") -> Featurizer:
     """The encoder of a checkpoint step folder (any family)."""
-    from ssl_audio.train.checkpoint import MODEL_FILE, read_meta
-    from ssl_audio.train.pretrained import load_model
-
     model, cfg = load_model(step_dir)
     weights = read_meta(Path(step_dir), verify=False)["files"][MODEL_FILE]["sha256"]  # load_model verified it
-    ident = f"{cfg.model.family}-{weights[:12]}"
+    ident = f"{cfg.family}-{weights[:12]}"
     return encoder_featurizer(model.encoder, name=str(step_dir), ident=ident, device=device)
-
-
-def _checkpoint_config(step_dir: str | Path) -> Config:
-    """The resolved config of a checkpoint step folder, without reading its weights."""
-    from ssl_audio.train.checkpoint import CONFIG_FILE, read_meta
-
-    read_meta(Path(step_dir), verify=False)  # a clear error unless it is a complete checkpoint folder
-    return from_dict(yaml.safe_load((Path(step_dir) / CONFIG_FILE).read_text(encoding="utf-8")) or {})
 
 
 def random_model(step_dir: str | Path, *, seed: int = 0) -> nn.Module:
     """A model of the checkpoint's architecture with fresh weights from `seed` (its weights are not read)."""
-    from ssl_audio.train.families import build_model
-
-    cfg = _checkpoint_config(step_dir)
+    model_cfg = read_model_config(step_dir)
     with torch.random.fork_rng(devices=[]):  # seeded init without disturbing the caller's random state
         torch.manual_seed(seed)
-        return build_model(cfg.model).eval()
+        return build_model(model_cfg).eval()
 
 
 def random_featurizer(step_dir: str | Path, *, seed: int = 0, device: str | torch.device = "cpu") -> Featurizer:
     """The random-weights baseline: `step_dir`'s architecture, initialised from `seed`."""
-    architecture = yaml.safe_dump(to_dict(_checkpoint_config(step_dir).model), sort_keys=True)
+    architecture = yaml.safe_dump(to_dict(read_model_config(step_dir)), sort_keys=True)
     digest = hashlib.sha256(f"{architecture}seed={seed}".encode()).hexdigest()[:12]  # not the checkpoint's weights
     model = random_model(step_dir, seed=seed)
     return encoder_featurizer(model.encoder, name=f"random:{step_dir}", ident=f"random-{digest}", device=device)

@@ -21,17 +21,21 @@ from pathlib import Path
 import torch
 import yaml
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs, broadcast_object_list, gather_object
+from accelerate.utils import DistributedDataParallelKwargs, broadcast_object_list
 
 from ssl_audio.audio import SAMPLE_RATE
-from ssl_audio.config import Config, save_config, to_dict
+from ssl_audio.configs import save_config, to_dict
 from ssl_audio.data.collate import Batch
-from ssl_audio.data.labels import check_label_sets, label_classes, load_labels, read_header
+from ssl_audio.data.labels import load_labels
 from ssl_audio.data.loader import ResumableLoader, make_loader, set_epoch
 from ssl_audio.data.manifest import load_manifest
 from ssl_audio.data.mixing import Mixer
 from ssl_audio.data.shard_dataset import make_shard_loader
 from ssl_audio.models.flops import TRAINING_FACTOR, forward_flops
+from ssl_audio.models.loading import load_weights
+from ssl_audio.models.output import Output
+from ssl_audio.models.registry import FAMILIES, Family, build_model, family_config, resolved_model
+from ssl_audio.models.step_context import StepContext
 from ssl_audio.train.checkpoint import (
     find_resume,
     load_checkpoint,
@@ -39,23 +43,16 @@ from ssl_audio.train.checkpoint import (
     prune_checkpoints,
     save_checkpoint,
 )
-from ssl_audio.train.families import (
-    FAMILIES,
-    build_model,
-    chance_accuracy,
-    family_config,
-    forward_batch,
-    masked_accuracy,
-)
+from ssl_audio.train.config import Config, resolve_config
 from ssl_audio.train.hardware import bf16_units
 from ssl_audio.train.peak import device_peak, utilisation
-from ssl_audio.train.resume_changes import apply_optimizer_settings, check_resume_changes
-from ssl_audio.train.rng import capture_rng, restore_rng, seed_everything
+from ssl_audio.train.resume_changes import check_resume_changes
+from ssl_audio.train.rng import seed_everything
 from ssl_audio.train.run_control import StopRequest, TrainingError
 from ssl_audio.train.run_folder import RunFolderError, take_run_folder
 from ssl_audio.train.schedule import lr_multiplier
 from ssl_audio.train.telemetry import Telemetry
-from ssl_audio.train.weights import HEAD_PARTS, QUANTIZER_PARTS, load_weights
+from ssl_audio.train.train_state import TrainState
 
 PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 
@@ -81,18 +78,18 @@ def update_flops(family_cfg: object, lengths: list[int], masked_frames: torch.Te
     return TRAINING_FACTOR * (base + per_masked * masked_frames.float())
 
 
-def with_label_shapes(cfg: Config) -> Config:
-    """HuBERT/WavLM: take the number of classes and the label rate from the label files' headers."""
-    if not FAMILIES[cfg.model.family].uses_labels:
-        return cfg
-    if not cfg.data.train_labels:
-        raise ValueError(f"model.family={cfg.model.family} needs data.train_labels (see `ssl-audio kmeans assign`)")
-    # Every label file's header, train and valid, before any training: a mismatch would surface only at the
-    # first validation, or not at all (labels of another k-means model give a plausible but wrong valid loss).
-    check_label_sets(cfg.data.train_labels, cfg.data.valid_labels)
-    rate = float(read_header(cfg.data.train_labels[0])["rate"])  # one rate for all sets, checked above
-    shapes = {"num_classes": list(label_classes(cfg.data.train_labels)), "label_rate": rate}
-    return replace(cfg, model=replace(cfg.model, config={**cfg.model.config, **shapes}))
+def forward_batch(
+    model: torch.nn.Module,
+    family: Family,
+    batch: Batch,
+    *,
+    step: int,
+    layerdrop_seed: int | None = None,
+    generator=None,
+) -> Output:
+    """Run a batch through any family (through the DDP wrapper, so its hooks fire)."""
+    context = StepContext(step=step, generator=generator, layerdrop_seed=layerdrop_seed)
+    return model(**family.inputs(batch), context=context)
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -149,7 +146,8 @@ def _take_run_folder(run_dir: Path, accelerator: Accelerator, held: contextlib.E
 
 
 def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> TrainResult:
-    cfg = with_label_shapes(cfg)
+    cfg = resolve_config(cfg)
+    family = FAMILIES[cfg.model.family]
     family_cfg = family_config(cfg.model)
     # Layerdrop leaves layers without gradients in some updates; DDP must be told to expect that.
     ddp = DistributedDataParallelKwargs(find_unused_parameters=family_cfg.encoder.layerdrop > 0)
@@ -200,12 +198,11 @@ def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> Tr
 
     # Model, optimizer, schedule. Every process builds the same initial weights from the same seed.
     seed_everything(cfg.seed)
-    family = cfg.model.family
     model = build_model(cfg.model)
     stale = _take_run_folder(run_dir, accelerator, held)
     resumed = load_checkpoint(resume) if resume not in (None, "auto") else find_resume(run_dir) if resume else None
     if resumed is None and cfg.init.checkpoint:
-        skip = (QUANTIZER_PARTS if cfg.init.reset_quantizer else ()) + (HEAD_PARTS if cfg.init.reset_heads else ())
+        skip = tuple(p for option, parts in family.fresh_parts.items() if getattr(cfg.init, option) for p in parts)
         load_weights(model, load_checkpoint(cfg.init.checkpoint).model_state, source=cfg.init.checkpoint, skip=skip)
     if cfg.train.compile:
         model = torch.compile(model)
@@ -223,41 +220,33 @@ def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> Tr
     model, optimizer = accelerator.prepare(model, optimizer)
     core = accelerator.unwrap_model(model)
 
-    step = epoch = skipped = bad_in_row = 0
+    state = TrainState(
+        optimizer=optimizer.optimizer, scheduler=scheduler, scaler=accelerator.scaler, loader=loader, rank=rank,
+        world_size=world,
+    )  # fmt: skip
     resume_lines: list[str] = []
     if resumed is not None:
         load_weights(core, resumed.model_state, source=str(resumed.path))
-        state = resumed.train_state
-        if state["world_size"] != world:
-            raise ValueError(f"{resumed.path}: saved with {state['world_size']} processes, resuming with {world}")
-        resume_lines = check_resume_changes(resumed.config_text, cfg, source=str(resumed.path))
-        fresh_groups = [dict(group) for group in optimizer.optimizer.param_groups]
-        optimizer.optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        apply_optimizer_settings(optimizer.optimizer, scheduler, fresh_groups, cfg.optim.lr)
-        if accelerator.scaler is not None and state.get("scaler"):
-            accelerator.scaler.load_state_dict(state["scaler"])
-        loader.load_state_dict(state["loader"][rank])
-        step, skipped = state["step"], state["skipped"]
-        epoch = state["loader"][rank]["epoch"]
-        restore_rng(state["rng"][rank])
+        if resumed.train_state["world_size"] == world:  # else load_state_dict names both counts first
+            resume_lines = check_resume_changes(resumed.config_text, cfg, source=str(resumed.path))
+        state.load_state_dict(resumed.train_state, source=str(resumed.path), peak_lr=cfg.optim.lr)
     else:
         seed_everything(cfg.seed * 1000 + rank + 1)  # masking and dropout differ across processes
+    step, epoch, skipped, bad_in_row = state.step, state.epoch, state.skipped, 0
 
-    # Only now, with the weights accepted, does the run folder get (or keep) this config.
-    config_text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    # Only now, with the weights accepted, does the run folder get (or keep) this config. Step folders record the
+    # model section fully resolved, so they build the same model whatever later happens to the presets.
+    config_text = yaml.safe_dump(to_dict(replace(cfg, model=resolved_model(cfg.model))), sort_keys=False)
     if accelerator.is_main_process:
         try:
             save_config(cfg, run_dir / "config.yaml")
         except OSError as err:
             raise RunFolderError(f"run_dir {run_dir}: cannot write ({os_error_reason(err, err.filename)})") from None
-    quantizer_cfg = getattr(family_cfg, "quantizer", None)
     telemetry = Telemetry(
         run_dir, enabled=accelerator.is_main_process, total_updates=total, start_update=step,
-        log_every=cfg.train.log_every, chance=chance_accuracy(family_cfg),
+        log_every=cfg.train.log_every, chance=family.chance(family_cfg),
         chance_warn_after=cfg.train.chance_warn_after,
-        perplexity_floor=None if quantizer_cfg is None
-        else cfg.train.perplexity_warn_below * quantizer_cfg.num_groups * quantizer_cfg.num_entries,
+        perplexity_floor=family.perplexity_floor(family_cfg, cfg.train.perplexity_warn_below),
     )  # fmt: skip
     held.callback(telemetry.close)
     for path in stale:
@@ -279,25 +268,15 @@ def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> Tr
     stop_request.install(held)
     num_params = sum(p.numel() for p in core.parameters())
     telemetry.line(
-        f"{family} ({cfg.model.preset}): {num_params:,} parameters, {world} process(es), "
+        f"{cfg.model.family} ({cfg.model.preset}): {num_params:,} parameters, {world} process(es), "
         f"{grad_accum} micro-batch(es) per update, {len(loader)} batches per epoch per process, {total} updates"
     )
 
     def save(val_loss: float | None) -> Path | None:
-        rng = gather_object([capture_rng()])
-        loader_states = gather_object([loader.state_dict()])
+        state.step, state.skipped = step, skipped
+        train_state = state.state_dict()  # on every rank: it gathers their RNG and loader states
         path = None
         if accelerator.is_main_process:
-            train_state = {
-                "optimizer": optimizer.optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
-                "rng": rng,
-                "loader": loader_states,
-                "step": step,
-                "skipped": skipped,
-                "world_size": world,
-            }
             path = save_checkpoint(
                 run_dir, step, model_state=core.state_dict(), train_state=train_state, config_text=config_text,
                 val_loss=val_loss,
@@ -390,8 +369,8 @@ def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> Tr
         mean_loss = loss_sum / max(frames, 1.0)
         result.losses.append(mean_loss)
         metrics = {k: float(accelerator.reduce(v, reduction="mean")) / grad_accum for k, v in metric_sums.items()}
-        if "accuracy" not in metrics and masked_accuracy(metrics) is not None:  # HuBERT's accuracy_masked_0
-            metrics["accuracy"] = masked_accuracy(metrics)
+        if family.accuracy_key != "accuracy" and family.accuracy_key in metrics:  # the family's headline accuracy
+            metrics["accuracy"] = metrics[family.accuracy_key]
         seconds = time.perf_counter() - started
         run_flops, run_audio, run_seconds = run_flops + flops, run_audio + audio, run_seconds + seconds
         mfu = utilisation(flops, seconds * world, peak)  # peak is per process
@@ -433,7 +412,7 @@ def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> Tr
 
 @torch.no_grad()
 def validate(
-    model: torch.nn.Module, family: str, loader: ResumableLoader, accelerator: Accelerator, cfg: Config, step: int
+    model: torch.nn.Module, family: Family, loader: ResumableLoader, accelerator: Accelerator, cfg: Config, step: int
 ) -> dict[str, float]:
     """Loss per predicted frame and mean metrics over the valid manifest, in eval mode, with fixed masks."""
     model.eval()

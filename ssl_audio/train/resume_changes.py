@@ -11,12 +11,16 @@ meaningless: refused, naming the key and both values."""
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 from typing import Any
 
 import torch
 import yaml
 
-from ssl_audio.config import Config, from_dict, parse_yaml, to_dict
+from ssl_audio.configs import parse_yaml, to_dict
+from ssl_audio.models.loading import model_section
+from ssl_audio.models.registry import resolved_model
+from ssl_audio.train.config import Config, from_dict
 
 # Exact keys, or prefixes ending in "." for a whole section.
 HONOURED = (
@@ -66,10 +70,14 @@ def honoured(key: str) -> bool:
     return any(key == h or (h.endswith(".") and key.startswith(h)) for h in HONOURED)
 
 
-def config_changes(saved_config_text: str, cfg: Config) -> list[tuple[str, Any, Any]]:
-    """(key, saved value, new value) for every key whose value differs, in the config's order."""
-    old = _normalised(parse_yaml(saved_config_text) or {})
-    new = _normalised(to_dict(cfg))
+def config_changes(saved_config_text: str, cfg: Config, *, source: str = "checkpoint") -> list[tuple[str, Any, Any]]:
+    """(key, saved value, new value) for every key whose value differs, in the config's order.
+
+    Both model sections are compared resolved (every family field), as step folders record them."""
+    saved = parse_yaml(saved_config_text) or {}
+    saved["model"] = to_dict(model_section(saved_config_text, source=source))
+    old = _normalised(saved)
+    new = _normalised(to_dict(replace(cfg, model=resolved_model(cfg.model))))
     missing = object()
     keys = list(new) + [k for k in old if k not in new]
     return [(k, old.get(k, missing), new.get(k, missing)) for k in keys if old.get(k, missing) != new.get(k, missing)]
@@ -77,7 +85,7 @@ def config_changes(saved_config_text: str, cfg: Config) -> list[tuple[str, Any, 
 
 def check_resume_changes(saved_config_text: str, cfg: Config, *, source: str) -> list[str]:
     """Raise ResumeConfigError naming every refused change; returns one log line per honoured change."""
-    changes = config_changes(saved_config_text, cfg)
+    changes = config_changes(saved_config_text, cfg, source=source)
     refused = [(k, old, new) for k, old, new in changes if not honoured(k)]
     if refused:
         listed = "; ".join(f"{k}: {_show(old)} -> {_show(new)}" for k, old, new in refused)

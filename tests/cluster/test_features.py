@@ -17,11 +17,12 @@ import torchaudio.compliance.kaldi as kaldi
 import torchaudio.functional as AF
 
 from ssl_audio.cluster.features import FeatureSet, FeatureSource, dump_features, shard_rows
-from ssl_audio.config import Config, ModelConfig, save_config
+from ssl_audio.configs import save_config
 from ssl_audio.data.manifest import Manifest, build_manifests, load_manifest
 from ssl_audio.models.encoder import Encoder
+from ssl_audio.models.registry import ModelConfig, build_model, family_config
 from ssl_audio.train.checkpoint import save_checkpoint
-from ssl_audio.train.families import build_model, family_config
+from ssl_audio.train.config import Config
 
 SR = 16_000
 # Utterance lengths in samples: just above a multiple of the 160-sample hop, a short one, and one that

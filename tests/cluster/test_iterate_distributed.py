@@ -21,7 +21,7 @@ import yaml
 
 from ssl_audio.cluster.features import FeatureSet, FeatureSource, dump_features, shard_rows
 from ssl_audio.cluster.kmeans import assign_labels, fit_kmeans, join_label_parts, save_kmeans
-from ssl_audio.config import from_dict
+from ssl_audio.configs import from_dict
 from ssl_audio.data.manifest import Manifest, build_manifests, load_manifest
 
 SR = 16_000

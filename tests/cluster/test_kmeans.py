@@ -463,7 +463,7 @@ def test_hubert_iterate_retrains_when_the_labels_change(iterated, tmp_path: Path
     import dataclasses
 
     from ssl_audio.cluster.iterate import run_iterations
-    from ssl_audio.train.pretrained import load_model
+    from ssl_audio.models.loading import load_model
 
     cfg, _, _ = iterated
     cfg, run = copy_run(cfg, tmp_path)
@@ -471,4 +471,4 @@ def test_hubert_iterate_retrains_when_the_labels_change(iterated, tmp_path: Path
     summaries = run_iterations(dataclasses.replace(cfg, iterations=(first, cfg.iterations[1])), progress=False)
     assert read_header(run / "iter1" / "labels" / "train.labels")["k"] == 3
     _, model_cfg = load_model(summaries[0]["checkpoint"])
-    assert model_cfg.model.config["num_classes"] == [3]  # the round-1 model must be trained on these labels
+    assert model_cfg.config["num_classes"] == [3]  # the round-1 model must be trained on these labels

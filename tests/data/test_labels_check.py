@@ -17,10 +17,10 @@ import pytest
 import soundfile as sf
 
 from ssl_audio.cluster.kmeans import file_hash
-from ssl_audio.config import load_config
 from ssl_audio.data.labels import check_label_sets, write_labels
 from ssl_audio.data.manifest import Manifest, build_manifests, load_manifest
-from ssl_audio.train.loop import train, with_label_shapes
+from ssl_audio.train.config import load_config, resolve_config
+from ssl_audio.train.loop import train
 
 REPO = Path(__file__).resolve().parents[2]
 SR, RATE = 16_000, 50.0
@@ -128,11 +128,11 @@ def test_training_is_refused_before_anything_is_written(corpus: Path, tmp_path: 
     train_path, valid_path = labels(corpus, "train", "t"), labels(corpus, "valid", "v_b", model="b")
     cfg = load_config(None, run_overrides(corpus, tmp_path / "run", train_path, valid_path))
     with pytest.raises(ValueError, match=rf"^{valid_path}: kmeans=\w+ but {train_path} has kmeans="):
-        with_label_shapes(cfg)
+        resolve_config(cfg)
     with pytest.raises(ValueError, match=rf"^{valid_path}: kmeans="):
         train(cfg)
     assert not (tmp_path / "run").exists()
-    good = with_label_shapes(load_config(None, run_overrides(corpus, tmp_path / "run", train_path, train_path)))
+    good = resolve_config(load_config(None, run_overrides(corpus, tmp_path / "run", train_path, train_path)))
     assert (good.model.config["num_classes"], good.model.config["label_rate"]) == ([10], RATE)
 
 

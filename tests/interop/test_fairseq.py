@@ -16,7 +16,7 @@ from torchaudio.models.wav2vec2.utils.import_fairseq import _convert_state_dict
 from ssl_audio.cli import main
 from ssl_audio.interop.convert import convert
 from ssl_audio.interop.fairseq import parse_layers
-from ssl_audio.train.pretrained import load_model
+from ssl_audio.models.loading import load_model
 
 CONV = [(32, 10, 5)] + [(32, 3, 2)] * 4 + [(32, 2, 2)] * 2
 CONV_TEXT = "[(32, 10, 5)] + [(32, 3, 2)] * 4 + [(32, 2, 2)] * 2"
@@ -146,7 +146,7 @@ def test_every_layer_matches_torchaudio_loaded_by_its_own_mapping(tmp_path, fami
     result = convert(save(tmp_path / "ckpt.pt", {"cfg": cfg, "model": state}), tmp_path / "run")
     assert result.fresh == () and result.dropped == ()
     model, run_cfg = load_model(result.path)
-    assert run_cfg.model.family == family
+    assert run_cfg.family == family
     legacy = {k.replace("parametrizations.weight.original0", "weight_g"): v for k, v in state.items()}
     legacy = {k.replace("parametrizations.weight.original1", "weight_v"): v for k, v in legacy.items()}
     reference = torchaudio_reference(legacy, mode, pre_ln)
@@ -230,7 +230,7 @@ def test_wavlm_matches_transformers_loaded_by_its_conversion_table(tmp_path, mod
     )
     assert result.fresh == ("final_proj", "label_embeddings")  # unilm's checkpoints carry no heads
     model, run_cfg = load_model(result.path)
-    assert run_cfg.model.family == "wavlm" and model.cfg.encoder.relative_bias
+    assert run_cfg.family == "wavlm" and model.cfg.encoder.relative_bias
     config = transformers.WavLMConfig(
         hidden_size=DIM, num_hidden_layers=LAYERS, num_attention_heads=HEADS, intermediate_size=FFN,
         conv_dim=[c for c, _, _ in CONV], num_conv_pos_embeddings=KERNEL, num_conv_pos_embedding_groups=GROUPS,

@@ -11,10 +11,10 @@ from ssl_audio.interop.convert import Imported, convert, write_step_folder
 from ssl_audio.interop.hf import config_from_hf
 from ssl_audio.models.encoder import EncoderConfig
 from ssl_audio.models.hubert import HubertConfig
+from ssl_audio.models.loading import load_model
+from ssl_audio.models.registry import FAMILIES
 from ssl_audio.models.wav2vec2 import Wav2Vec2Config
 from ssl_audio.nn.quantizer import QuantizerConfig
-from ssl_audio.train.families import FAMILIES
-from ssl_audio.train.pretrained import load_model
 
 SMALL = dict(
     hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, conv_dim=(32,) * 7,
@@ -93,7 +93,7 @@ def test_import_matches_transformers_every_layer(tmp_path, arch, norm, stable):
     reference.save_pretrained(tmp_path / "hf")
     result = convert(tmp_path / "hf", tmp_path / "run")
     model, cfg = load_model(result.path)
-    assert cfg.model.family == next(f for f in ("wav2vec2", "hubert", "wavlm") if arch.lower().startswith(f))
+    assert cfg.family == next(f for f in ("wav2vec2", "hubert", "wavlm") if arch.lower().startswith(f))
     assert model.cfg.encoder.pre_ln == stable and model.cfg.encoder.conv_layers == SMALL_CONV
     expected_fresh = {
         "Wav2Vec2Model": ("project_context", "project_targets", "quantizer"),
@@ -271,7 +271,7 @@ def test_torchaudio_state_dict_with_builder(tmp_path, monkeypatch):
         convert(tmp_path / "hubert.pt", tmp_path / "run", source="torchaudio")
     result = convert(tmp_path / "hubert.pt", tmp_path / "run", source="torchaudio", builder="hubert_base")
     model, cfg = load_model(result.path)
-    assert cfg.model.family == "hubert" and result.fresh == ("final_proj", "label_embeddings", "masker")
+    assert cfg.family == "hubert" and result.fresh == ("final_proj", "label_embeddings", "masker")
     with torch.no_grad():
         theirs, frames = reference.extract_features(waves(LENGTHS), LENGTHS)
         out = model.encoder(waves(LENGTHS), LENGTHS)

@@ -10,6 +10,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ssl_audio.models.flops import forward_flops, training_flops
 from ssl_audio.models.hubert import Hubert, hubert_tiny
+from ssl_audio.models.step_context import StepContext
 from ssl_audio.models.wav2vec2 import Wav2Vec2, tiny_encoder, wav2vec2_tiny
 from ssl_audio.models.wavlm import wavlm_tiny
 from ssl_audio.nn.conv_extractor import BASE_CONV_LAYERS
@@ -37,12 +38,12 @@ def run(cfg: object, samples: int, *, backward: bool) -> tuple[float, float]:
     generator = torch.Generator().manual_seed(1)
     if isinstance(cfg, type(wav2vec2_tiny())):
         model = Wav2Vec2(cfg).train()
-        call = lambda: model(wave, lengths, generator=generator)  # noqa: E731
+        call = lambda: model(wave, lengths, context=StepContext(generator=generator))  # noqa: E731
     else:
         model = Hubert(cfg).train()
         frames = int(samples / 16_000 * cfg.label_rate)
         labels = [torch.randint(0, n, (1, frames)) for n in cfg.num_classes]
-        call = lambda: model(wave, lengths, labels, generator=generator)  # noqa: E731
+        call = lambda: model(wave, lengths, labels, context=StepContext(generator=generator))  # noqa: E731
     counter = FlopCounterMode(display=False)
     with counter:
         out = call()

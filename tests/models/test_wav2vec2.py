@@ -15,6 +15,7 @@ import torch
 
 import ssl_audio.models.wav2vec2 as w2v
 from ssl_audio.models.output import Output
+from ssl_audio.models.step_context import StepContext
 from ssl_audio.models.wav2vec2 import (
     Wav2Vec2,
     Wav2Vec2Config,
@@ -142,7 +143,7 @@ def test_sample_negatives_lone_frame_rows_get_index_zero() -> None:
 
 def test_forward_batch_of_one_frame_utterances() -> None:
     model = _model().eval()
-    out = model(torch.randn(2, 500), torch.tensor([500, 450]), generator=_gen(0))  # one frame each
+    out = model(torch.randn(2, 500), torch.tensor([500, 450]), context=StepContext(generator=_gen(0)))  # one frame each
     assert int(out.sample_size) == 0  # one masked frame per row: nothing to contrast
     assert out.loss.item() == 0.0
 
@@ -280,7 +281,7 @@ def test_forward_loss_terms_match_independent_recomputation(monkeypatch: pytest.
             model.quantizer.logits.bias[64] = 100.0
     trace = _trace(model, monkeypatch)
     wave, lengths = _batch()
-    out = model(wave, lengths, generator=_gen(0))
+    out = model(wave, lengths, context=StepContext(generator=_gen(0)))
     assert isinstance(out, Output)
     mask = trace["mask"]
     assert tuple(trace["features"].shape[:2]) == (2, FRAMES[0])
@@ -315,7 +316,7 @@ def test_forward_without_lengths_masks_whole_rows(monkeypatch: pytest.MonkeyPatc
     model = _model().eval()
     trace = _trace(model, monkeypatch)
     wave, _ = _batch(1)
-    out = model(wave, None, generator=_gen(2))
+    out = model(wave, None, context=StepContext(generator=_gen(2)))
     expected = _oracle(model, trace, (FRAMES[0], FRAMES[0]))
     assert int(out.sample_size) == expected["sample_size"]
     assert out.loss.item() == pytest.approx(expected["loss"], rel=1e-5)
@@ -327,7 +328,7 @@ def test_padding_never_masked_over_many_seeds() -> None:
     masks: list[torch.Tensor] = []
     model.masker.register_forward_hook(lambda _m, _a, o: masks.append(o[1]))
     for seed in range(4):
-        out = model(wave, lengths, generator=_gen(seed))
+        out = model(wave, lengths, context=StepContext(generator=_gen(seed)))
         assert not masks[-1][1, 34:].any() and not masks[-1][2, 12:].any()
         assert int(out.sample_size) == int(masks[-1].sum())
 
@@ -336,7 +337,7 @@ def test_backward_gives_finite_gradient_to_every_parameter() -> None:
     model = _model().train()
     wave, lengths = _batch(0, SHORT)
     torch.manual_seed(0)
-    out = model(wave, lengths, generator=_gen(0), layerdrop_seed=0)
+    out = model(wave, lengths, context=StepContext(generator=_gen(0), layerdrop_seed=0))
     assert torch.isfinite(out.loss)
     out.loss.backward()
     for name, p in model.named_parameters():
@@ -355,7 +356,7 @@ def test_feature_grad_mult_scales_extractor_gradient_only() -> None:
     # to 8 ulp of their largest entry: 0.77 of the former atol 1e-7 + rtol 1e-4 under ATEN_CPU_CAPABILITY=avx2.
     for mult in (1.0, 0.25):
         model = _model(seed=5, feature_grad_mult=mult).eval()
-        model(wave, lengths, generator=_gen(0)).loss.backward()
+        model(wave, lengths, context=StepContext(generator=_gen(0))).loss.backward()
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
     assert grads[0].keys() == grads[1].keys()
     for name, g in grads[0].items():
@@ -366,12 +367,12 @@ def test_feature_grad_mult_scales_extractor_gradient_only() -> None:
 def test_bf16_autocast_keeps_loss_maths_fp32_and_close() -> None:
     model = _model().eval()
     wave, lengths = _batch()
-    ref = model(wave, lengths, generator=_gen(0))
+    ref = model(wave, lengths, context=StepContext(generator=_gen(0)))
     dtypes: dict[str, torch.dtype] = {}
     for name in ("encoder.transformer.layers.0.feed_forward.fc1", "quantizer.logits", "project_context"):
         model.get_submodule(name).register_forward_hook(lambda _m, _a, o, name=name: dtypes.update({name: o.dtype}))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = model(wave, lengths, generator=_gen(0))
+        out = model(wave, lengths, context=StepContext(generator=_gen(0)))
     # the trunk and the quantiser ran in bf16 (a no-op autocast would leave fp32), the loss projections in fp32
     assert dtypes == {
         "encoder.transformer.layers.0.feed_forward.fc1": torch.bfloat16,
@@ -395,7 +396,7 @@ def test_gumbel_temperature_follows_step() -> None:
     cases = [(0, 2.0), (1_000, 2 * 0.999995**1_000), (100_000, 2 * math.exp(100_000 * math.log(0.999995)))]
     cases += [(10**7, 0.5), (0, 2.0)]  # and back: the temperature is a function of `step`, not of the call count
     for step, expected in cases:
-        out = model(wave, lengths, step=step, generator=_gen(0))
+        out = model(wave, lengths, context=StepContext(step=step, generator=_gen(0)))
         assert out.metrics["temperature"].item() == pytest.approx(expected, rel=1e-6), step
         assert model.quantizer.temperature == pytest.approx(expected, rel=1e-12), step
 
@@ -403,12 +404,12 @@ def test_gumbel_temperature_follows_step() -> None:
 def test_eval_is_deterministic_given_generator() -> None:
     model = _model().eval()
     wave, lengths = _batch(0, SHORT)
-    a = model(wave, lengths, generator=_gen(4))
+    a = model(wave, lengths, context=StepContext(generator=_gen(4)))
     torch.manual_seed(123)  # the global RNG must not matter in eval
-    b = model(wave, lengths, generator=_gen(4))
+    b = model(wave, lengths, context=StepContext(generator=_gen(4)))
     assert torch.equal(a.loss, b.loss) and torch.equal(a.sample_size, b.sample_size)
     assert all(torch.equal(a.losses[k], b.losses[k]) for k in a.losses)
-    c = model(wave, lengths, generator=_gen(5))
+    c = model(wave, lengths, context=StepContext(generator=_gen(5)))
     assert not torch.equal(a.loss, c.loss)  # another mask and other negatives
 
 
@@ -418,7 +419,7 @@ def test_training_is_reproducible_with_seeds() -> None:
     runs = []
     for _ in range(2):
         torch.manual_seed(9)  # dropout
-        runs.append(model(wave, lengths, generator=_gen(1), layerdrop_seed=3).loss)
+        runs.append(model(wave, lengths, context=StepContext(generator=_gen(1), layerdrop_seed=3)).loss)
     assert torch.equal(runs[0], runs[1])
 
 
@@ -429,7 +430,9 @@ def test_a_few_adam_steps_reduce_the_loss() -> None:
     losses = []
     for step in range(8):
         torch.manual_seed(step)
-        out = model(wave, lengths, step=step, generator=_gen(0))  # the same mask and negatives every step
+        out = model(
+            wave, lengths, context=StepContext(step=step, generator=_gen(0))
+        )  # the same mask and negatives every step
         optimizer.zero_grad()
         out.mean_loss.backward()
         optimizer.step()

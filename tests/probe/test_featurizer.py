@@ -17,8 +17,9 @@ from torch import nn
 from ssl_audio.audio import SAMPLE_RATE
 from ssl_audio.cli import main
 from ssl_audio.cluster.features import mfcc_features
-from ssl_audio.config import Config, ModelConfig, to_dict
+from ssl_audio.configs import to_dict
 from ssl_audio.models.encoder import Encoder
+from ssl_audio.models.registry import ModelConfig, build_model
 from ssl_audio.models.wav2vec2 import tiny_encoder
 from ssl_audio.probe.data import read_table
 from ssl_audio.probe.featurizer import (
@@ -32,7 +33,7 @@ from ssl_audio.probe.featurizer import (
     table_features,
 )
 from ssl_audio.train.checkpoint import save_checkpoint
-from ssl_audio.train.families import build_model
+from ssl_audio.train.config import Config
 
 NO_DROPOUT = dict(dropout=0.0, attention_dropout=0.0, projection_dropout=0.0, activation_dropout=0.0)
 

@@ -21,7 +21,7 @@ import soundfile as sf
 from ssl_audio.audio import SAMPLE_RATE
 from ssl_audio.checks import FieldError
 from ssl_audio.cli import _probe_config, build_parser, main
-from ssl_audio.config import from_dict
+from ssl_audio.configs import from_dict
 from ssl_audio.probe.config import ProbeConfig
 
 COUNT, COUNT0, POSITIVE = (

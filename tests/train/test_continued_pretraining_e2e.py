@@ -21,12 +21,12 @@ from pathlib import Path
 import pytest
 
 from ssl_audio.cluster.iterate import IterateConfig, run_iterations
-from ssl_audio.config import load_config
 from ssl_audio.data.manifest import build_manifests
 from ssl_audio.demo.corpus import CorpusConfig, build_corpus
 from ssl_audio.demo.noisy import make_noisy_twin
 from ssl_audio.probe.featurizer import checkpoint_featurizer
 from ssl_audio.probe.tasks import ProbeConfig, run_probe
+from ssl_audio.train.config import load_config
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,7 @@ import torch
 import yaml
 from train_helpers import child_env, config, step_folders, wav2vec2_overrides
 
-from ssl_audio.config import to_dict
+from ssl_audio.configs import to_dict
 from ssl_audio.train.checkpoint import load_checkpoint
 from ssl_audio.train.loop import train
 from ssl_audio.train.resume_changes import ResumeConfigError, check_resume_changes

@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file
 
 from ssl_audio.audio import SAMPLE_RATE
-from ssl_audio.config import Config, load_config
+from ssl_audio.train.config import Config, load_config
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]

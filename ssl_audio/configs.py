@@ -1,7 +1,7 @@
-"""Configs: kw-only frozen dataclasses, loaded from YAML with dotted `key=value` overrides.
+"""The config loader: kw-only frozen dataclasses from YAML with dotted `key=value` overrides.
 
-Unknown keys and wrong types are errors that name the dotted key. Every run folder gets the resolved
-config (`save_config`), so a run can be repeated from its folder alone.
+Unknown keys and wrong types are errors that name the dotted key. A leaf: it knows no schema (each lives beside
+what it configures, e.g. train/config.py's run `Config`) and imports nothing of ssl_audio but checks.py.
 """
 
 from __future__ import annotations
@@ -12,22 +12,12 @@ import os
 import re
 import types
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
 
-from ssl_audio.checks import (
-    FieldError,
-    require_count,
-    require_non_negative,
-    require_positive,
-    require_probability,
-    require_range,
-)
-from ssl_audio.data.mixing import MixingConfig
-from ssl_audio.train.schedule import ScheduleConfig
+from ssl_audio.checks import FieldError
 
 T = TypeVar("T")
 
@@ -105,111 +95,6 @@ def _parse_override_value(item: str, raw: str) -> Any:
         raise ValueError(f"config override {item!r}: not valid YAML ({yaml_reason(err, one_line_text=True)})") from None
 
 
-@dataclass(frozen=True, kw_only=True)
-class DataConfig:
-    """Where the audio is and how it is cut into batches."""
-
-    manifest_dir: str = "data/demo/manifest"  # holds train.tsv and valid.tsv (`ssl-audio manifest`)
-    max_samples: int = 250_000  # crop longer utterances (samples at 16 kHz); wav2vec 2.0 BASE: 250k
-    max_batch_seconds: float = 87.5  # padded audio per batch per process; wav2vec 2.0 BASE: 1.4M samples
-    bucketing: bool = True  # batch utterances of similar length to spend little on padding
-    num_buckets: int = 0  # 0: exact length sort; k > 0: k length buckets, shuffled inside
-    collate: Literal["pad", "crop"] = "pad"  # pad to the batch maximum, or crop to its minimum (fairseq)
-    num_workers: int = 2  # DataLoader worker processes
-    target_lufs: float | None = None  # loudness normalisation on load (LUFS); None keeps the file's level
-    max_bad_fraction: float = 0.01  # stop once more than this fraction of utterances loaded was unusable (skipped)
-    shard_dir: str | None = None  # train from tar shards (`ssl-audio pack-shards train.tsv`) instead of files
-    train_labels: tuple[str, ...] = ()  # HuBERT/WavLM: one label file per label set, rows as train.tsv
-    valid_labels: tuple[str, ...] = ()  # the same label sets for valid.tsv
-    mixing: MixingConfig = field(default_factory=MixingConfig)  # WavLM's denoising mixtures (training only)
-
-    def __post_init__(self) -> None:
-        require_count(self, "max_samples")
-        require_count(self, "num_buckets", "num_workers", minimum=0)
-        require_positive(self, "max_batch_seconds")
-        require_range(self, "target_lufs", low=-70, high=0)  # -70 LUFS is the absolute gate of ITU-R BS.1770
-        require_range(self, "max_bad_fraction", low=0, high=1, high_open=True)  # 1 would loop on a dead corpus
-
-
-@dataclass(frozen=True, kw_only=True)
-class ModelConfig:
-    """Which family, which preset, and overrides of the preset's fields (checked against the family's config)."""
-
-    family: Literal["wav2vec2", "hubert", "wavlm"] = "wav2vec2"
-    preset: str = "base"  # a preset function of the family: base, large, tiny (wavlm: base_plus too)
-    config: dict[str, Any] = field(default_factory=dict)  # e.g. {masking: {mask_prob: 0.5}, num_classes: [100]}
-
-
-@dataclass(frozen=True, kw_only=True)
-class OptimConfig:
-    """AdamW. Defaults: wav2vec 2.0 / HuBERT BASE (fairseq adam betas (0.9, 0.98), eps 1e-6, wd 0.01)."""
-
-    lr: float = 5e-4  # peak learning rate; wav2vec 2.0 / HuBERT BASE 5e-4, LARGE 3e-4 (LibriVox: 5e-3 x 0.1)
-    betas: tuple[float, float] = (0.9, 0.98)
-    eps: float = 1e-6
-    weight_decay: float = 0.01  # not applied to norms, biases and other vectors
-    clip_norm: float = 10.0  # HuBERT BASE 10; 0 disables clipping (the norm is still measured)
-
-    def __post_init__(self) -> None:
-        require_positive(self, "lr", "eps")
-        require_range(self, "betas", low=0, high=1, high_open=True)
-        require_non_negative(self, "weight_decay", "clip_norm")
-
-
-@dataclass(frozen=True, kw_only=True)
-class TrainConfig:
-    """How long, how precise, how often to validate, checkpoint and log."""
-
-    max_updates: int = 400_000  # wav2vec 2.0 / HuBERT BASE; 0 saves the starting point (init.checkpoint's weights)
-    max_epochs: int | None = None  # stop after this many epochs too, whichever comes first
-    stop_at: int | None = None  # end this call at this update (checkpointed); the schedule still spans the run
-    target_seconds_per_update: float | None = None  # audio per update over all processes: sets accumulation
-    grad_accum: int = 1  # micro-batches per update when target_seconds_per_update is None
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # fp16 (GPU only) uses dynamic loss scaling
-    compile: bool = False  # torch.compile the model
-    cpu: bool = False  # force the CPU even when a GPU is present
-    valid_every: int = 1000  # updates between validations (and at the end)
-    valid_max_batches: int | None = None  # cap validation cost; None = the whole valid manifest
-    save_every: int = 5000  # updates between checkpoints (and at the end)
-    keep_last: int = 2  # newest checkpoints kept, plus the best by validation loss
-    log_every: int = 100  # updates between text log lines and TensorBoard points
-    max_bad_updates: int = 20  # consecutive skipped (non-finite) updates before the run stops
-    perplexity_warn_below: float = 0.02  # warn when code perplexity < this fraction of G*V (collapse)
-    chance_warn_after: int = 2000  # warn when masked accuracy is still near chance after this many updates
-    peak_tflops: float | None = None  # MFU's denominator; None: the GPU's data sheet, or a matmul measured on a CPU
-
-    def __post_init__(self) -> None:
-        require_count(self, "max_epochs", "stop_at", "grad_accum", "valid_every", "valid_max_batches", "save_every")
-        require_count(self, "keep_last", "log_every", "max_bad_updates")
-        require_count(self, "max_updates", "chance_warn_after", minimum=0)
-        require_positive(self, "target_seconds_per_update", "peak_tflops")
-        require_probability(self, "perplexity_warn_below")
-
-
-@dataclass(frozen=True, kw_only=True)
-class InitConfig:
-    """Continued pretraining: start from another run's weights with a fresh optimizer, schedule and step."""
-
-    checkpoint: str | None = None  # a step folder of ours, or a converted model (ssl-audio convert)
-    reset_quantizer: bool = False  # wav2vec2: new codebook instead of the checkpoint's
-    reset_heads: bool = False  # HuBERT/WavLM: new projection and label embeddings (needed when k changes)
-    rewarm: bool = True  # warm the learning rate up again; False starts at the peak
-
-
-@dataclass(frozen=True, kw_only=True)
-class Config:
-    """A run: its folder, its seed and its parts."""
-
-    run_dir: str = "checkpoints/default"  # resolved config, logs, TensorBoard and step folders go here
-    seed: int = 0
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    init: InitConfig = field(default_factory=InitConfig)
-
-
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
@@ -282,7 +167,7 @@ def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
-def from_dict(values: dict, overrides: list[str] | tuple[str, ...] = (), schema: type[T] = Config) -> T:
+def from_dict(values: dict, overrides: list[str] | tuple[str, ...] = (), *, schema: type[T]) -> T:
     """Build `schema` from a nested dict plus `key.sub=value` overrides (values parsed as YAML)."""
     values = copy.deepcopy(values)  # overrides must never reach into the caller's nested dicts
     for item in overrides:
@@ -294,7 +179,7 @@ def from_dict(values: dict, overrides: list[str] | tuple[str, ...] = (), schema:
 
 
 def load_config(
-    yaml_path: str | os.PathLike | None, overrides: list[str] | tuple[str, ...] = (), schema: type[T] = Config
+    yaml_path: str | os.PathLike | None, overrides: list[str] | tuple[str, ...] = (), *, schema: type[T]
 ) -> T:
     """Load a YAML recipe (or the defaults when `yaml_path` is None) and apply dotted overrides."""
     values: Any = {}
@@ -308,7 +193,7 @@ def load_config(
         if not isinstance(values, dict):
             raise ValueError(f"{yaml_path}: expected a mapping at the top level, got {type(values).__name__}")
     try:
-        return from_dict(values, overrides, schema)
+        return from_dict(values, overrides, schema=schema)
     except ValueError as err:
         raise ValueError(f"{yaml_path or 'defaults'}: {err}") from None
 

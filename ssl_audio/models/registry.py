@@ -1,0 +1,196 @@
+"""The families: one record per objective (config class, presets, builder and the quirks the loop must not know).
+
+A new family is its module plus one entry in FAMILIES.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, Protocol
+
+from torch import Tensor, nn
+
+from ssl_audio.configs import from_dict, to_dict
+from ssl_audio.models import hubert, wav2vec2, wavlm
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """Which family, which preset, and overrides of the preset's fields (checked against the family's config)."""
+
+    family: Literal["wav2vec2", "hubert", "wavlm"] = "wav2vec2"
+    preset: str = "base"  # a preset function of the family: base, large, tiny (wavlm: base_plus too)
+    config: dict[str, Any] = field(default_factory=dict)  # e.g. {masking: {mask_prob: 0.5}, num_classes: [100]}
+
+
+@dataclass(frozen=True, kw_only=True)
+class LabelShapes:
+    """What the label files' headers say (checked to agree across sets and splits by whoever reads them)."""
+
+    num_classes: tuple[int, ...]  # k of each label set
+    rate: float  # Hz, one rate for every set
+
+
+class BatchLike(Protocol):
+    """What a family reads from a batch (data/collate.py's Batch)."""
+
+    waves: Tensor  # (B, S)
+    lengths: Tensor  # (B,)
+    labels: tuple[Tensor, ...]  # one (B, L) tensor per label set; () without labels
+
+
+@dataclass(frozen=True, kw_only=True)
+class Family:
+    """One objective: everything the loop, loading and conversion need to know about it, so they name no family."""
+
+    config_class: type
+    presets: dict[str, Callable[[], Any]]
+    model_class: Callable[[Any], nn.Module]  # family config -> model (the builder)
+    inputs: Callable[[BatchLike], dict[str, Any]]  # what a batch feeds forward() (besides the step context)
+    # The model section resolved from the data: e.g. classes and rate from the label headers, read when called.
+    resolve: Callable[[ModelConfig, Callable[[], LabelShapes | None]], ModelConfig]
+    chance: Callable[[Any], float]  # headline accuracy of guessing, from the family config
+    perplexity_floor: Callable[[Any, float], float | None]  # (config, fraction of the codebook) -> collapse warning
+    fresh_parts: dict[str, tuple[str, ...]]  # init option (InitConfig field) -> state-dict prefixes it starts fresh
+    accuracy_key: str  # the metric reported as "accuracy" (masked-frame accuracy)
+
+
+def _unlabelled_inputs(batch: BatchLike) -> dict[str, Any]:
+    return {"wave": batch.waves, "lengths": batch.lengths}
+
+
+def _labelled_inputs(name: str) -> Callable[[BatchLike], dict[str, Any]]:
+    def inputs(batch: BatchLike) -> dict[str, Any]:
+        if not batch.labels:
+            raise ValueError(f"{name} needs frame labels: set data.train_labels / data.valid_labels")
+        return {"wave": batch.waves, "lengths": batch.lengths, "labels": list(batch.labels)}
+
+    return inputs
+
+
+def _unchanged(model: ModelConfig, labels: Callable[[], LabelShapes | None]) -> ModelConfig:
+    return model
+
+
+def _with_label_shapes(model: ModelConfig, labels: Callable[[], LabelShapes | None]) -> ModelConfig:
+    """HuBERT/WavLM: the number of classes and the label rate come from the label files' headers."""
+    shapes = labels()
+    if shapes is None:
+        raise ValueError(f"model.family={model.family} needs data.train_labels (see `ssl-audio kmeans assign`)")
+    found = {"num_classes": list(shapes.num_classes), "label_rate": shapes.rate}
+    return replace(model, config={**model.config, **found})
+
+
+def _wav2vec2_chance(cfg: wav2vec2.Wav2Vec2Config) -> float:
+    return 1.0 / (1 + cfg.num_negatives)  # the target among K distractors
+
+
+def _hubert_chance(cfg: hubert.HubertConfig) -> float:
+    return 1.0 / max(cfg.num_classes)  # one of k clusters, the largest label set
+
+
+def _codebook_floor(cfg: wav2vec2.Wav2Vec2Config, fraction: float) -> float:
+    return fraction * cfg.quantizer.num_groups * cfg.quantizer.num_entries
+
+
+def _no_codebook(cfg: Any, fraction: float) -> None:
+    return None
+
+
+QUANTIZER_PARTS = ("quantizer.", "project_targets.")  # wav2vec2's codebook and its projection
+HEAD_PARTS = ("final_proj.", "label_embeddings")  # HuBERT / WavLM's label heads
+
+
+def _hubert_like(name: str, presets: dict[str, Callable[[], Any]]) -> Family:
+    return Family(
+        config_class=hubert.HubertConfig,
+        presets=presets,
+        model_class=hubert.Hubert,
+        inputs=_labelled_inputs(name),
+        resolve=_with_label_shapes,
+        chance=_hubert_chance,
+        perplexity_floor=_no_codebook,
+        fresh_parts={"reset_heads": HEAD_PARTS},
+        accuracy_key="accuracy_masked_0",
+    )
+
+
+FAMILIES: dict[str, Family] = {
+    "wav2vec2": Family(
+        config_class=wav2vec2.Wav2Vec2Config,
+        presets={"base": wav2vec2.wav2vec2_base, "large": wav2vec2.wav2vec2_large, "tiny": wav2vec2.wav2vec2_tiny},
+        model_class=wav2vec2.Wav2Vec2,
+        inputs=_unlabelled_inputs,
+        resolve=_unchanged,
+        chance=_wav2vec2_chance,
+        perplexity_floor=_codebook_floor,
+        fresh_parts={"reset_quantizer": QUANTIZER_PARTS},
+        accuracy_key="accuracy",
+    ),
+    "hubert": _hubert_like(
+        "hubert", {"base": hubert.hubert_base, "large": hubert.hubert_large, "tiny": hubert.hubert_tiny}
+    ),
+    "wavlm": _hubert_like(
+        "wavlm",
+        {
+            "base": wavlm.wavlm_base,
+            "base_plus": wavlm.wavlm_base_plus,
+            "large": wavlm.wavlm_large,
+            "tiny": wavlm.wavlm_tiny,
+        },
+    ),
+}
+
+
+def lay_over(base: dict, changes: dict) -> dict:
+    """`changes` laid over `base`, nested mappings merged key by key."""
+    merged = dict(base)
+    for key, value in changes.items():
+        merged[key] = (
+            lay_over(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        )
+    return merged
+
+
+def is_complete(values: dict, schema: type) -> bool:
+    """Whether `values` gives every field of `schema` (recursively): such a config depends on no preset."""
+    hints = typing.get_type_hints(schema)
+    for f in dataclasses.fields(schema):
+        if not f.init:
+            continue
+        if f.name not in values:
+            return False
+        nested = dataclasses.is_dataclass(hints[f.name]) and isinstance(values[f.name], dict)
+        if nested and not is_complete(values[f.name], hints[f.name]):
+            return False
+    return True
+
+
+def family_config(model: ModelConfig) -> Any:
+    """The family's config: the preset's values with `model.config` laid over them (keys checked).
+
+    A complete `model.config` (every field, as step folders record it) is the config itself: no preset is read."""
+    family = FAMILIES[model.family]
+    if is_complete(model.config, family.config_class):
+        base: dict = {}
+    elif model.preset not in family.presets:
+        raise ValueError(f"config key 'model.preset': {model.family} has presets {sorted(family.presets)}")
+    else:
+        base = to_dict(family.presets[model.preset]())
+    try:
+        return from_dict(lay_over(base, model.config), schema=family.config_class)
+    except ValueError as err:
+        raise ValueError(str(err).replace("config key '", "config key 'model.config.")) from None
+
+
+def resolved_model(model: ModelConfig) -> ModelConfig:
+    """The model section with every field of the family config spelled out: what a step folder records, so that
+    it builds the same model whatever later happens to the presets."""
+    return replace(model, config=to_dict(family_config(model)))
+
+
+def build_model(model: ModelConfig) -> nn.Module:
+    return FAMILIES[model.family].model_class(family_config(model))
