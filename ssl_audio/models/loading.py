@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import replace
+from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
@@ -12,9 +15,15 @@ from torch import nn
 
 from ssl_audio.configs import from_dict, parse_yaml, to_dict, yaml_reason
 from ssl_audio.models.encoder import Encoder
-from ssl_audio.models.legacy_presets import LEGACY_PRESETS
 from ssl_audio.models.registry import FAMILIES, ModelConfig, build_model, is_complete, lay_over
 from ssl_audio.step_folder import CONFIG_FILE, load_checkpoint, read_meta
+
+# The presets as they were when step folders recorded `model.config` as a delta over them (commit cdc133d): a
+# folder of then is laid over these, never over today's presets, so a later change of a preset (pre_ln, dropout,
+# label_rate...) never changes what an old checkpoint builds. Frozen data: never edit the file.
+LEGACY_PRESETS: dict[str, dict[str, dict[str, Any]]] = json.loads(
+    resources.files("ssl_audio.models").joinpath("legacy_presets.json").read_text(encoding="utf-8")
+)
 
 
 def check_compatible(
@@ -54,7 +63,7 @@ def model_section(config_text: str, *, source: str) -> ModelConfig:
     """The model section of a step folder's config.yaml, fully resolved.
 
     Folders written before the resolved config was recorded hold `model.config` as a delta over the preset: it is
-    laid over the preset as it was then (legacy_presets.py), never over today's."""
+    laid over the preset as it was then (legacy_presets.json), never over today's."""
     try:
         values = parse_yaml(config_text) or {}
     except yaml.YAMLError as err:

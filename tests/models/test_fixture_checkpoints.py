@@ -1,7 +1,7 @@
 """Step folders written by older code keep loading into the same model (tests/fixtures/make_checkpoints.py).
 
 The fixtures were made at commit cdc133d, whose config.yaml held `model.config` as a delta over the preset: they
-are migrated on read over the presets as they were then (models/legacy_presets.py), never over today's.
+are migrated on read over the presets as they were then (models/legacy_presets.json), never over today's.
 The hidden states were computed in float64; another CPU's summation order moves them by about n * 2.2e-16
 relative (n <= 80 terms per dot product, a few layers deep: ~1e-13), so atol 1e-10 leaves a margin of 1000 while
 any change of the built architecture or its weights moves them by far more than 1e-6.
