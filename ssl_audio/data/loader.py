@@ -145,6 +145,19 @@ def die_with_parent(parent_pid: int, worker_id: int) -> None:
         os._exit(1)
 
 
+def worker_options(num_workers: int, seed: int) -> dict[str, Any]:
+    """DataLoader options every loader of ours shares: its workers, pinned memory and its own generator."""
+    return {
+        "num_workers": num_workers,
+        "persistent_workers": num_workers > 0,  # worker start-up (imports, fork) once per run, not per epoch
+        "pin_memory": torch.cuda.is_available(),
+        "worker_init_fn": functools.partial(die_with_parent, os.getpid()) if num_workers > 0 else None,
+        # Its own generator: each new iterator draws a worker seed, which must not advance the global RNG
+        # (masking, dropout, Gumbel noise) or a resumed run would drift from an uninterrupted one.
+        "generator": torch.Generator().manual_seed(seed),
+    }
+
+
 def make_loader(
     manifest: Manifest,
     *,
@@ -186,13 +199,7 @@ def make_loader(
         dataset,
         batch_sampler=sampler,
         collate_fn=Collator(collate_mode, seed=seed, random_crop=random_crop),
-        num_workers=num_workers,
-        persistent_workers=num_workers > 0,  # worker start-up (imports, fork) once per run, not per epoch
-        pin_memory=torch.cuda.is_available(),
-        worker_init_fn=functools.partial(die_with_parent, os.getpid()) if num_workers > 0 else None,
-        # Its own generator: each new iterator draws a worker seed, which must not advance the global RNG
-        # (masking, dropout, Gumbel noise) or a resumed run would drift from an uninterrupted one.
-        generator=torch.Generator().manual_seed(seed),
+        **worker_options(num_workers, seed),
         max_bad_fraction=max_bad_fraction,
         bad_fraction_after=bad_fraction_after,
     )

@@ -17,7 +17,6 @@ bytes, the same crop for the same (seed, epoch, row), labels cut to the same fra
 
 from __future__ import annotations
 
-import functools
 import io
 import json
 import os
@@ -38,8 +37,8 @@ from ssl_audio.data.loader import (
     BAD_FRACTION_AFTER,
     MAX_BAD_FRACTION,
     ResumableLoader,
-    die_with_parent,
     set_epoch,
+    worker_options,
 )
 from ssl_audio.data.sampler import BucketBatchSampler
 from ssl_audio.data.shard_plan import ShardPlanner, StreamPlan
@@ -386,11 +385,7 @@ def make_shard_loader(
         dataset,
         batch_sampler=sampler,
         collate_fn=ShardCollator(collate_mode, seed=seed, random_crop=random_crop),
-        num_workers=num_workers,
-        persistent_workers=num_workers > 0,
-        pin_memory=torch.cuda.is_available(),
-        worker_init_fn=functools.partial(die_with_parent, os.getpid()) if num_workers > 0 else None,
-        generator=torch.Generator().manual_seed(seed),  # as make_loader: the global RNG stays untouched
+        **worker_options(num_workers, seed),
         max_bad_fraction=max_bad_fraction,
         bad_fraction_after=bad_fraction_after,
     )
