@@ -12,8 +12,8 @@ import pytest
 import soundfile as sf
 
 from ssl_audio.audio import SAMPLE_RATE
+from ssl_audio.data.alignments import SILENCE, Alignment, frame_labels, load_alignments, num_frames
 from ssl_audio.demo import espeak
-from ssl_audio.demo.alignment import SILENCE, Alignment, frame_labels, load_alignments, num_frames
 from ssl_audio.demo.corpus import CorpusConfig, build_corpus, tiny_config
 from ssl_audio.demo.grammar import KEYWORDS, sentence, transcript_of
 

@@ -16,26 +16,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchaudio.compliance.kaldi as kaldi
-import torchaudio.functional as AF
 from tqdm import tqdm
 
 from ssl_audio.atomic import write_text
 from ssl_audio.audio import SAMPLE_RATE, load_audio
 from ssl_audio.data.labels import manifest_hash
 from ssl_audio.data.manifest import Manifest
-from ssl_audio.models.chunked import frames_in_chunks
+from ssl_audio.features import KALDI_HOP, KALDI_RATE, KALDI_WINDOW, chunked_frames, encoder_layer_frames, mfcc_features
 from ssl_audio.models.loading import load_encoder
-
-MFCC_RATE, MFCC_WINDOW, MFCC_HOP = 100.0, 400, 160  # kaldi defaults at 16 kHz: 25 ms windows every 10 ms
-CHUNK_SECONDS, CONTEXT_SECONDS = 30.0, 2.0  # long audio is encoded 30 s at a time with 2 s of context
-
-
-def mfcc_features(wave: torch.Tensor) -> torch.Tensor:
-    """(S,) -> (T, 39): 13 kaldi MFCCs (no energy) with deltas and delta-deltas, as HuBERT's iteration 1."""
-    mfcc = kaldi.mfcc(wave[None], sample_frequency=SAMPLE_RATE, use_energy=False)  # (T, 13)
-    deltas = AF.compute_deltas(mfcc.T)  # (13, T)
-    return torch.cat([mfcc, deltas.T, AF.compute_deltas(deltas).T], dim=1)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,17 +35,15 @@ class FeatureSource:
 
     def load(self, device: torch.device):  # noqa: ANN201 - returns (fn, rate, window, hop)
         if self.name == "mfcc":
-            return mfcc_features, MFCC_RATE, MFCC_WINDOW, MFCC_HOP
+            return mfcc_features, KALDI_RATE, KALDI_WINDOW, KALDI_HOP
 
         encoder = load_encoder(self.name).to(device)
         if self.layer is None or not 0 <= self.layer <= encoder.cfg.num_layers:
             raise ValueError(f"--layer must be in [0, {encoder.cfg.num_layers}] for {self.name}, got {self.layer}")
-        layer = self.layer
+        layers = (self.layer,)
 
-        @torch.no_grad()
         def encode(wave: torch.Tensor) -> torch.Tensor:
-            out = encoder(wave[None].to(device), num_layers=layer)
-            return out.hidden_states[layer][0].float().cpu()
+            return encoder_layer_frames(encoder, wave, layers, device)
 
         hop = encoder.cfg.frame_stride
         return encode, SAMPLE_RATE / hop, encoder.extractor.receptive_field, hop
@@ -130,10 +116,7 @@ def dump_features(
     with open(tmp, "wb") as f:
         for row in tqdm(range(first, last), disable=not progress, desc=f"features {shard}/{num_shards}", unit="utt"):
             wave = load_audio(manifest.audio_path(row))
-            feats = frames_in_chunks(
-                fn, wave, window=window, hop=hop,
-                chunk_samples=int(CHUNK_SECONDS * SAMPLE_RATE), context_samples=int(CONTEXT_SECONDS * SAMPLE_RATE),
-            ).numpy().astype(np.float32)  # fmt: skip
+            feats = chunked_frames(fn, wave, window=window, hop=hop).numpy().astype(np.float32)
             if not np.isfinite(feats).all():
                 raise ValueError(f"{manifest.audio_path(row)}: features from {source.name} hold NaN/Inf")
             dim = feats.shape[1]

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+
+from ssl_audio.data.alignments import frame_labels, load_alignments
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,10 +69,6 @@ def quality_against_alignments(
     labels: Sequence[np.ndarray], manifest_paths: Sequence[str], manifest_root: str, alignments_path: str, rate: float
 ) -> ClusterQuality:
     """Cluster quality of label rows against the demo corpus's phone alignments (matched by file)."""
-    from pathlib import Path
-
-    from ssl_audio.demo.alignment import frame_labels, load_alignments
-
     alignments = load_alignments(alignments_path)
     corpus = Path(alignments_path).resolve().parent
     phones = []

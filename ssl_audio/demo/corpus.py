@@ -14,7 +14,7 @@ Layout under the output directory:
                                            audio under noisy/audio/keywords/...; `add_noisy_keywords`
                                            adds it to a corpus built before it existed
   speakers.tsv                             speaker, voice, pitch, pitch_range, rate, split
-  alignments.jsonl                         every utterance, see ssl_audio.demo.alignment
+  alignments.jsonl                         every utterance, see ssl_audio.data.alignments
   corpus.json                              config, counts, seconds per part, phone inventory
 
 Determinism: everything random is drawn while planning, in this process, from the seed; workers only render.
@@ -39,8 +39,8 @@ import soundfile as sf
 import torch
 
 from ssl_audio.audio import SAMPLE_RATE, resample
+from ssl_audio.data.alignments import SILENCE, Alignment, frame_labels, load_alignments, write_alignments
 from ssl_audio.demo import espeak
-from ssl_audio.demo.alignment import SILENCE, Alignment, frame_labels, load_alignments, write_alignments
 from ssl_audio.demo.grammar import KEYWORDS, sentence
 from ssl_audio.demo.noisy import make_noisy_copy
 

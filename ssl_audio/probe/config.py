@@ -17,7 +17,7 @@ class ProbeConfig:
     train: str  # tsv with a header row; `path` relative to the tsv's folder
     test: str
     label_column: str | None = None  # None: the task's default (classify the last column, verify `speaker`, ...)
-    alignments: str | None = None  # frames: alignments.jsonl (ssl_audio.demo.alignment) covering both tsvs
+    alignments: str | None = None  # frames: alignments.jsonl (ssl_audio.data.alignments) covering both tsvs
     layer: int | None = None  # probe this layer alone (0 = the transformer input)
     weighted: bool = False  # learn a softmax-weighted sum of all layers (SUPERB)
     all_layers: bool = False  # also probe every layer on its own and plot the metric against the layer

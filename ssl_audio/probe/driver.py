@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ssl_audio.data.probe_table import read_table
 from ssl_audio.probe.config import ProbeConfig
-from ssl_audio.probe.data import read_table
 from ssl_audio.probe.featurizer import Featurizer, table_features
 from ssl_audio.probe.registry import get_task
 from ssl_audio.probe.task import Outcome, ProbeTask

@@ -26,24 +26,31 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchaudio.compliance.kaldi as kaldi
 import yaml
 from einops import rearrange
 from torch import Tensor, nn
 from tqdm import tqdm
 
 from ssl_audio.audio import SAMPLE_RATE, AudioError, load_audio
-from ssl_audio.cluster.features import MFCC_HOP, MFCC_WINDOW, mfcc_features
 from ssl_audio.configs import to_dict
-from ssl_audio.models.chunked import frames_in_chunks
+from ssl_audio.data.probe_table import ProbeTable
+from ssl_audio.features import (
+    CHUNK_SECONDS,
+    CONTEXT_SECONDS,
+    KALDI_HOP,
+    KALDI_WINDOW,
+    LOGMEL_BINS,
+    MFCC_DIM,
+    chunked_frames,
+    encoder_layer_frames,
+    logmel_features,
+    mfcc_features,
+)
 from ssl_audio.models.encoder import Encoder
 from ssl_audio.models.loading import load_model, read_model_config
 from ssl_audio.models.registry import build_model
-from ssl_audio.probe.data import ProbeTable
 from ssl_audio.step_folder import MODEL_FILE, read_meta
 
-CHUNK_SECONDS, CONTEXT_SECONDS = 30.0, 2.0  # as clustering: 30 s chunks with 2 s of context on each side
-LOGMEL_BINS = 80  # kaldi fbank, 25 ms windows every 10 ms (SUPERB's FBANK baseline)
 FEATURES_VERSION = 1  # part of every cache id: bump when the computation of features changes
 FLOAT16_MAX = 65504.0
 
@@ -90,13 +97,13 @@ class Featurizer:
     def __call__(self, wave: Tensor, layers: Sequence[int] | None = None) -> Tensor:
         """(S,) waveform -> (K', T, D) frames of `layers` (default: all)."""
         layers = self.check_layers(layers)
-        frames = frames_in_chunks(
+        frames = chunked_frames(
             lambda segment: self.frames_fn(segment, layers),
             wave,
             window=self.window,
             hop=self.hop,
-            chunk_samples=round(self.chunk_seconds * SAMPLE_RATE),
-            context_samples=round(self.context_seconds * SAMPLE_RATE),
+            chunk_seconds=self.chunk_seconds,
+            context_seconds=self.context_seconds,
         )  # (T, K' * D)
         return rearrange(frames, "t (k d) -> k t d", k=len(layers))
 
@@ -106,11 +113,8 @@ def encoder_featurizer(encoder: Encoder, *, name: str, ident: str, device: str |
     device = torch.device(device)
     encoder = encoder.to(device).eval().requires_grad_(False)
 
-    @torch.no_grad()
     def frames(segment: Tensor, layers: tuple[int, ...]) -> Tensor:
-        out = encoder(segment[None].to(device), num_layers=max(layers))  # stop after the deepest layer asked for
-        stacked = torch.stack([out.hidden_states[k][0] for k in layers], dim=1)  # (T', K, D)
-        return stacked.flatten(1).float().cpu()  # (T', K * D)
+        return encoder_layer_frames(encoder, segment, layers, device)  # (T', K * D)
 
     return Featurizer(
         name=name,
@@ -148,11 +152,6 @@ def random_featurizer(step_dir: str | Path, *, seed: int = 0, device: str | torc
     return encoder_featurizer(model.encoder, name=f"random:{step_dir}", ident=f"random-{digest}", device=device)
 
 
-def logmel_features(wave: Tensor) -> Tensor:
-    """(S,) -> (T, 80) kaldi log mel filterbank energies at 100 Hz (no dither: deterministic)."""
-    return kaldi.fbank(wave[None], sample_frequency=SAMPLE_RATE, num_mel_bins=LOGMEL_BINS, dither=0.0)
-
-
 def _one_layer(fn: Callable[[Tensor], Tensor]) -> FramesFn:
     return lambda segment, layers: fn(segment)  # layers is always (0,)
 
@@ -160,8 +159,8 @@ def _one_layer(fn: Callable[[Tensor], Tensor]) -> FramesFn:
 def mfcc_featurizer() -> Featurizer:
     """39-d MFCC + deltas + delta-deltas at 100 Hz (HuBERT iteration 1's features): one layer."""
     return Featurizer(
-        name="mfcc", ident="mfcc", frames_fn=_one_layer(mfcc_features), num_layers=1, dim=39,
-        window=MFCC_WINDOW, hop=MFCC_HOP,
+        name="mfcc", ident="mfcc", frames_fn=_one_layer(mfcc_features), num_layers=1, dim=MFCC_DIM,
+        window=KALDI_WINDOW, hop=KALDI_HOP,
     )  # fmt: skip
 
 
@@ -169,7 +168,7 @@ def logmel_featurizer() -> Featurizer:
     """80-d kaldi log-mel filterbank at 100 Hz: one layer."""
     return Featurizer(
         name="logmel", ident="logmel", frames_fn=_one_layer(logmel_features), num_layers=1, dim=LOGMEL_BINS,
-        window=MFCC_WINDOW, hop=MFCC_HOP,
+        window=KALDI_WINDOW, hop=KALDI_HOP,
     )  # fmt: skip
 
 

@@ -15,8 +15,8 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
+    from ssl_audio.data.probe_table import ProbeTable
     from ssl_audio.probe.config import ProbeConfig
-    from ssl_audio.probe.data import ProbeTable
     from ssl_audio.probe.featurizer import Featurizer
 
 

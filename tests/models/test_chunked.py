@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from ssl_audio.cluster.features import mfcc_features
+from ssl_audio.features import mfcc_features
 from ssl_audio.models.chunked import frames_in_chunks, num_frames
 
 DELTA_REACH = 4  # frames: delta (window 5) of a delta (window 5) reads 2 + 2 frames on each side

@@ -16,12 +16,12 @@ from torch import nn
 
 from ssl_audio.audio import SAMPLE_RATE
 from ssl_audio.cli import main
-from ssl_audio.cluster.features import mfcc_features
 from ssl_audio.configs import to_dict
+from ssl_audio.data.probe_table import read_table
+from ssl_audio.features import mfcc_features
 from ssl_audio.models.encoder import Encoder
 from ssl_audio.models.registry import ModelConfig, build_model
 from ssl_audio.models.wav2vec2 import tiny_encoder
-from ssl_audio.probe.data import read_table
 from ssl_audio.probe.featurizer import (
     checkpoint_featurizer,
     encoder_featurizer,

@@ -16,8 +16,8 @@ import torch
 
 from ssl_audio.audio import SAMPLE_RATE
 from ssl_audio.cli import main
+from ssl_audio.data.probe_table import ProbeTable
 from ssl_audio.probe.config import ProbeConfig
-from ssl_audio.probe.data import ProbeTable
 from ssl_audio.probe.driver import run_probe
 from ssl_audio.probe.featurizer import Featurizer
 from ssl_audio.probe.registry import TASK_MODULES, get_task, task_names

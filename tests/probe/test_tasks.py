@@ -14,8 +14,8 @@ from PIL import Image
 
 from ssl_audio.audio import SAMPLE_RATE
 from ssl_audio.cli import main
-from ssl_audio.demo.alignment import Alignment, write_alignments
-from ssl_audio.probe.data import read_table
+from ssl_audio.data.alignments import Alignment, write_alignments
+from ssl_audio.data.probe_table import read_table
 from ssl_audio.probe.featurizer import mfcc_featurizer
 from ssl_audio.probe.heads import LayerMix, ctc_greedy, layer_stats, pool_mean_std
 from ssl_audio.probe.report import compare_runs, plot_layers, results_markdown

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ssl_audio.data.probe_table import PATH_COLUMN, ProbeTable
 from ssl_audio.probe.config import ProbeConfig
-from ssl_audio.probe.data import PATH_COLUMN, ProbeTable
 from ssl_audio.probe.featurizer import Featurizer
 from ssl_audio.probe.heads import pool_mean_std
 from ssl_audio.probe.metrics import accuracy, macro_f1

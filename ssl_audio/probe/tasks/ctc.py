@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ssl_audio.data.probe_table import ProbeTable
 from ssl_audio.probe.config import ProbeConfig
-from ssl_audio.probe.data import ProbeTable
 from ssl_audio.probe.featurizer import Featurizer
 from ssl_audio.probe.heads import ctc_greedy, pad_frames
 from ssl_audio.probe.metrics import char_errors, word_errors

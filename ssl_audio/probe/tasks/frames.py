@@ -1,5 +1,5 @@
-"""frames: a phone per frame from alignments (ssl_audio.demo.alignment). A linear head per frame; frame accuracy,
-macro-F1."""
+"""frames: a phone per frame from alignments (ssl_audio.data.alignments). A linear head per frame; frame
+accuracy, macro-F1."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ssl_audio.demo.alignment import FRAME_WINDOW, frame_labels, load_alignments
+from ssl_audio.data.alignments import FRAME_WINDOW, frame_labels, load_alignments
+from ssl_audio.data.probe_table import ProbeTable
 from ssl_audio.probe.config import ProbeConfig
-from ssl_audio.probe.data import ProbeTable
 from ssl_audio.probe.featurizer import Featurizer
 from ssl_audio.probe.heads import pad_frames
 from ssl_audio.probe.metrics import accuracy, macro_f1

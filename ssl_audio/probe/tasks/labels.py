@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ssl_audio.probe.data import ProbeTable
+from ssl_audio.data.probe_table import ProbeTable
 
 
 def class_index(table: ProbeTable, column: str, classes: tuple[str, ...], *, what: str = "class") -> list[int]:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ssl_audio.data.probe_table import ProbeTable, read_trials
 from ssl_audio.probe.config import ProbeConfig
-from ssl_audio.probe.data import ProbeTable, read_trials
 from ssl_audio.probe.featurizer import Featurizer
 from ssl_audio.probe.heads import pool_mean
 from ssl_audio.probe.metrics import eer, min_dcf, recall_at_k, trial_pairs
