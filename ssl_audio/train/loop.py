@@ -28,7 +28,7 @@ from ssl_audio.configs import save_config, to_dict
 from ssl_audio.data.collate import Batch
 from ssl_audio.data.labels import load_labels
 from ssl_audio.data.loader import ResumableLoader, make_loader, set_epoch
-from ssl_audio.data.manifest import load_manifest
+from ssl_audio.data.manifest import has_split, load_split
 from ssl_audio.data.mixing import Mixer
 from ssl_audio.data.shard_dataset import make_shard_loader
 from ssl_audio.models.flops import TRAINING_FACTOR, forward_flops
@@ -176,7 +176,7 @@ def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> Tr
             max_bad_fraction=data.max_bad_fraction,
         )  # fmt: skip
     else:
-        train_manifest = load_manifest(manifest_dir / "train.tsv")
+        train_manifest = load_split(manifest_dir, "train")
         labels = [load_labels(p, train_manifest) for p in data.train_labels] or None
         loader = make_loader(
             train_manifest, max_samples=data.max_samples, random_crop=True, max_batch_seconds=data.max_batch_seconds,
@@ -185,8 +185,8 @@ def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> Tr
             max_bad_fraction=data.max_bad_fraction,
         )  # fmt: skip
     valid_loader = None
-    if (manifest_dir / "valid.tsv").exists() and len((manifest_dir / "valid.tsv").read_text().splitlines()) > 1:
-        valid_manifest = load_manifest(manifest_dir / "valid.tsv")
+    if has_split(manifest_dir, "valid"):
+        valid_manifest = load_split(manifest_dir, "valid")
         valid_labels = [load_labels(p, valid_manifest) for p in data.valid_labels] or None
         if labels and not valid_labels:
             raise ValueError("data.valid_labels must name label files for valid.tsv when training with labels")
