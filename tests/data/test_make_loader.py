@@ -123,6 +123,8 @@ def test_a_shard_folder_gives_the_shard_loader(tsv: Path, tmp_path: Path) -> Non
     assert type(got).__name__ == "ShardLoader" and got.max_bad_fraction == 0.1
     with pytest.raises(ValueError, match="shards serve the train split"):
         make_loader(tmp_path / "shards", data, split="valid", seed=SEED)
+    with pytest.raises(ValueError, match="shards serve the train split, with their packed label sets"):
+        make_loader(tmp_path / "shards", data, split="train", seed=SEED, labels=[])
 
 
 def test_an_unknown_split_is_refused(manifest: Manifest) -> None:
