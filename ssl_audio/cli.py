@@ -55,26 +55,14 @@ def _pack_shards(args: argparse.Namespace) -> None:
 def _data_pass(args: argparse.Namespace) -> None:
     from ssl_audio.configs import save_config
     from ssl_audio.data.loader import make_loader
-    from ssl_audio.data.manifest import load_manifest
+    from ssl_audio.data.manifest import load_split
     from ssl_audio.data.throughput import loader_pass
     from ssl_audio.train.config import load_config
 
     cfg = load_config(args.recipe, args.overrides)
     save_config(cfg, Path(cfg.run_dir) / "config.yaml")
     data = cfg.data
-    manifest = load_manifest(Path(data.manifest_dir) / "train.tsv")
-    loader = make_loader(
-        manifest,
-        max_samples=data.max_samples,
-        random_crop=True,
-        max_batch_seconds=data.max_batch_seconds,
-        bucketing=data.bucketing,
-        num_buckets=data.num_buckets,
-        collate_mode=data.collate,
-        seed=cfg.seed,
-        num_workers=data.num_workers,
-        target_lufs=data.target_lufs,
-    )
+    loader = make_loader(load_split(data.manifest_dir, "train"), data, split="train", seed=cfg.seed)
     stats = loader_pass(loader, max_batches=args.max_batches, progress=True)
     print(f"data pass: {stats.line()}")
     summary = {"throughput_audio_s_per_s": stats.throughput, "padding_fraction": stats.padding_fraction}

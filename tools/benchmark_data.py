@@ -35,13 +35,13 @@ from torch.utils.data import DataLoader
 
 from ssl_audio.audio import SAMPLE_RATE, load_audio, resampled_length
 from ssl_audio.data.dataset import AudioDataset, crop_offset
-from ssl_audio.data.loader import make_loader, set_epoch
+from ssl_audio.data.loader import make_file_loader, set_epoch
 from ssl_audio.data.manifest import Manifest, inspect_file, load_manifest
 from ssl_audio.data.throughput import PassStats, loader_pass
 
 
 def build(manifest: Manifest, args: argparse.Namespace, *, bucketing: bool) -> DataLoader:
-    return make_loader(
+    return make_file_loader(
         manifest,
         max_samples=args.max_samples,
         random_crop=True,

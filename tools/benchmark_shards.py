@@ -23,7 +23,7 @@ import soundfile as sf
 import torch
 
 from ssl_audio.audio import SAMPLE_RATE
-from ssl_audio.data.loader import make_loader
+from ssl_audio.data.loader import make_file_loader
 from ssl_audio.data.manifest import build_manifests, load_manifest
 from ssl_audio.data.shard_dataset import make_shard_loader
 from ssl_audio.data.shards import load_shard_index, pack_shards
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         read_files(tsv), read_shards(tmp / "shards")  # warm the page cache for both, untimed
         common = dict(max_samples=None, random_crop=False, max_batch_seconds=args.max_batch_seconds, seed=args.seed)
-        file_loader = make_loader(manifest, **common, num_workers=args.workers)
+        file_loader = make_file_loader(manifest, **common, num_workers=args.workers)
         shard_loader = make_shard_loader(tmp / "shards", **common, num_workers=args.workers)
         setups: dict[str, tuple[str, Callable[[], float]]] = {
             "read, files": (f"{rows} stat + {rows} open", lambda: read_files(tsv)),

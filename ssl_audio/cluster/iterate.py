@@ -36,7 +36,7 @@ from ssl_audio.cluster.kmeans import (
 from ssl_audio.cluster.quality import quality_against_alignments
 from ssl_audio.configs import save_config
 from ssl_audio.data.labels import load_labels, manifest_hash
-from ssl_audio.data.manifest import Manifest, load_manifest
+from ssl_audio.data.manifest import Manifest, has_split, load_manifest, load_split
 from ssl_audio.models.registry import family_config
 from ssl_audio.train.checkpoint import find_resume, read_meta
 from ssl_audio.train.config import Config, from_dict
@@ -201,9 +201,8 @@ def run_iterations(cfg: IterateConfig, *, progress: bool = True) -> list[dict]:
         raise ValueError(f"pretrain.model.family must be hubert or wavlm, got {base.model.family}")
     procs = join_processes(cpu=base.train.cpu, wait_minutes=cfg.wait_minutes)
     splits: dict[str, Manifest] = {"train": load_manifest(Path(base.data.manifest_dir) / "train.tsv")}
-    valid_path = Path(base.data.manifest_dir) / "valid.tsv"
-    if valid_path.exists() and len(valid_path.read_text().splitlines()) > 1:
-        splits["valid"] = load_manifest(valid_path)
+    if has_split(base.data.manifest_dir, "valid"):
+        splits["valid"] = load_split(base.data.manifest_dir, "valid")
     say = print if progress and procs.main else (lambda *_: None)
     summaries: list[dict] = []
     previous: Path | None = None

@@ -20,14 +20,10 @@ from torch.nn.utils.rnn import pad_sequence
 
 from ssl_audio.data.dataset import BadUtterance, Item, SharedEpoch, crop_item, crop_offset, label_step
 from ssl_audio.models.hubert import LABEL_PAD  # label value past a sequence's end (the model's "no label")
+from ssl_audio.nn.conv_extractor import padding_mask
 
 COLLATE_MODES = ("pad", "crop")
 CROP_STREAM = 1  # crop_offset stream: independent of the dataset's crop of the same item (stream 0)
-
-
-def lengths_to_padding_mask(lengths: torch.Tensor, size: int) -> torch.Tensor:
-    """(B,) lengths -> (B, size) bool, True at padded positions."""
-    return torch.arange(size, device=lengths.device)[None, :] >= lengths[:, None]
 
 
 @dataclass(kw_only=True)
@@ -45,7 +41,7 @@ class Batch:
     @property
     def padding_mask(self) -> torch.Tensor:
         """(B, S) bool, True at padded samples."""
-        return lengths_to_padding_mask(self.lengths, self.waves.shape[1])
+        return padding_mask(self.lengths, self.waves.shape[1])
 
     def to(self, device: torch.device | str, *, non_blocking: bool = False) -> Batch:
         return self._map(lambda t: t.to(device, non_blocking=non_blocking))

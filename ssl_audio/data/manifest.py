@@ -329,3 +329,26 @@ def load_manifest(path: str | Path, *, check_files: bool = True) -> Manifest:
     if not paths:
         raise ValueError(f"{path}: manifest has a root but no rows")
     return Manifest(root=root, paths=tuple(paths), num_samples=tuple(lengths))
+
+
+SPLITS = ("train", "valid")  # the manifests `ssl-audio manifest` writes into its folder
+
+
+def split_path(manifest_dir: str | Path, split: str) -> Path:
+    """`split`'s manifest in a manifest folder: train.tsv or valid.tsv."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    return Path(manifest_dir) / f"{split}.tsv"
+
+
+def load_split(manifest_dir: str | Path, split: str) -> Manifest:
+    return load_manifest(split_path(manifest_dir, split))
+
+
+def has_split(manifest_dir: str | Path, split: str) -> bool:
+    """Whether the folder's `split` manifest exists and has lines past its root line.
+
+    A corpus too small for a valid share has a valid.tsv of only its root (or none): it trains without validation.
+    """
+    path = split_path(manifest_dir, split)
+    return path.exists() and len(path.read_text(encoding="utf-8").splitlines()) > 1

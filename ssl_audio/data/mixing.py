@@ -44,8 +44,9 @@ from torch import Tensor
 
 from ssl_audio.audio import SAMPLE_RATE, load_audio
 from ssl_audio.checks import fail, require_finite, require_positive, require_probability, require_range
-from ssl_audio.data.collate import Batch, lengths_to_padding_mask
+from ssl_audio.data.collate import Batch
 from ssl_audio.data.manifest import load_manifest
+from ssl_audio.nn.conv_extractor import padding_mask
 
 KIND_NONE, KIND_SPEECH, KIND_NOISE = 0, 1, 2  # MixInfo.kind values
 SILENT_POWER = 1e-10  # mean square (-100 dBFS): energies are floored here, so silence never divides by zero
@@ -252,7 +253,7 @@ def mix_batch(
 
     rows_d = rows.to(device)
     primary = waves[rows_d]  # (M, S)
-    valid = ~lengths_to_padding_mask(host_lengths[rows].to(device), num_samples)  # (M, S)
+    valid = ~padding_mask(host_lengths[rows].to(device), num_samples)  # (M, S)
     primary_power = (primary.double() * valid).pow(2).sum(1) / host_lengths[rows].to(device)  # (M,)
     segment_power = secondary.double().pow(2).sum(1) / row_length.to(device)  # (M,)
     ratio = 10.0 ** (target_db[rows].to(device) / 10.0)  # (M,) power ratio

@@ -362,7 +362,7 @@ def make_shard_loader(
     shuffle_buffer: int = 512,
     bucket_window: int = 256,
 ) -> ShardLoader:
-    """Batches of this rank's shards, ready for `epoch`; make_loader's arguments, and:
+    """Batches of this rank's shards, ready for `epoch`; make_file_loader's arguments, and:
 
     label_sets: names of packed label sets to deliver (None: all that were packed; (): none).
     shuffle_buffer, bucket_window: rows; a worker holds at most their sum of encoded members.

@@ -119,7 +119,7 @@ class ConvFeatureExtractor(nn.Module):
 
 
 def padding_mask(lengths: Tensor, max_length: int) -> Tensor:
-    """(B,) lengths -> (B, T) bool, True at padded positions."""
+    """(B,) lengths -> (B, max_length) bool, True at padded positions: samples or frames, the one mask of both."""
     return torch.arange(max_length, device=lengths.device)[None, :] >= lengths[:, None]
 
 

@@ -28,9 +28,8 @@ from ssl_audio.configs import save_config, to_dict
 from ssl_audio.data.collate import Batch
 from ssl_audio.data.labels import load_labels
 from ssl_audio.data.loader import ResumableLoader, make_loader, set_epoch
-from ssl_audio.data.manifest import load_manifest
+from ssl_audio.data.manifest import has_split, load_split
 from ssl_audio.data.mixing import Mixer
-from ssl_audio.data.shard_dataset import make_shard_loader
 from ssl_audio.models.flops import TRAINING_FACTOR, forward_flops
 from ssl_audio.models.loading import load_weights
 from ssl_audio.models.output import Output
@@ -169,32 +168,20 @@ def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> Tr
         grad_accum = max(1, math.ceil(cfg.train.target_seconds_per_update / (data.max_batch_seconds * world)))
     if data.shard_dir is not None:  # packed tar shards: one open per shard, no stat() per file on every rank
         labels = list(data.train_labels) or None  # packed with the shards, by their files' names
-        loader = make_shard_loader(
-            data.shard_dir, max_samples=data.max_samples, random_crop=True, max_batch_seconds=data.max_batch_seconds,
-            collate_mode=data.collate, seed=cfg.seed, rank=rank, world_size=world, num_workers=data.num_workers,
-            label_sets=[Path(p).stem for p in data.train_labels], target_lufs=data.target_lufs,
-            max_bad_fraction=data.max_bad_fraction,
-        )  # fmt: skip
+        loader = make_loader(data.shard_dir, data, split="train", seed=cfg.seed, rank=rank, world=world)
     else:
-        train_manifest = load_manifest(manifest_dir / "train.tsv")
+        train_manifest = load_split(manifest_dir, "train")
         labels = [load_labels(p, train_manifest) for p in data.train_labels] or None
-        loader = make_loader(
-            train_manifest, max_samples=data.max_samples, random_crop=True, max_batch_seconds=data.max_batch_seconds,
-            bucketing=data.bucketing, num_buckets=data.num_buckets, collate_mode=data.collate, seed=cfg.seed,
-            rank=rank, world_size=world, num_workers=data.num_workers, labels=labels, target_lufs=data.target_lufs,
-            max_bad_fraction=data.max_bad_fraction,
-        )  # fmt: skip
+        loader = make_loader(train_manifest, data, split="train", seed=cfg.seed, rank=rank, world=world, labels=labels)
     valid_loader = None
-    if (manifest_dir / "valid.tsv").exists() and len((manifest_dir / "valid.tsv").read_text().splitlines()) > 1:
-        valid_manifest = load_manifest(manifest_dir / "valid.tsv")
+    if has_split(manifest_dir, "valid"):
+        valid_manifest = load_split(manifest_dir, "valid")
         valid_labels = [load_labels(p, valid_manifest) for p in data.valid_labels] or None
         if labels and not valid_labels:
             raise ValueError("data.valid_labels must name label files for valid.tsv when training with labels")
         valid_loader = make_loader(
-            valid_manifest, max_samples=data.max_samples, random_crop=False, max_batch_seconds=data.max_batch_seconds,
-            bucketing=True, shuffle=False, collate_mode="pad", seed=cfg.seed, rank=rank, world_size=world,
-            num_workers=0, labels=valid_labels, target_lufs=data.target_lufs, max_bad_fraction=data.max_bad_fraction,
-        )  # fmt: skip
+            valid_manifest, data, split="valid", seed=cfg.seed, rank=rank, world=world, labels=valid_labels
+        )
 
     # Model, optimizer, schedule. Every process builds the same initial weights from the same seed.
     seed_everything(cfg.seed)

@@ -6,7 +6,7 @@ import torch
 from ssl_audio.audio import SAMPLE_RATE
 from ssl_audio.data.collate import CROP_STREAM, LABEL_PAD, Collator
 from ssl_audio.data.dataset import BadUtterance, FrameLabels, Item, crop_offset
-from ssl_audio.data.loader import make_loader, set_epoch
+from ssl_audio.data.loader import make_file_loader, set_epoch
 from ssl_audio.data.manifest import load_manifest, write_manifest
 
 SCALE = 2.0**-17  # ramp step: sample i holds i * SCALE, exact in float32 for i < 2**24
@@ -86,7 +86,7 @@ def test_bad_utterances_are_left_out_and_listed():
     assert only_bad.indices.tolist() == only_bad.lengths.tolist() == only_bad.offsets.tolist() == []
 
 
-# -- through make_loader: dataset + sampler + collator ------------------------------------------------
+# -- through make_file_loader: dataset + sampler + collator ------------------------------------------------
 
 LENGTHS = [8000, 12_000, 16_000, 4000, 6400]
 
@@ -109,7 +109,7 @@ def offsets_by_index(loader) -> dict[int, int]:
 
 def test_loader_batches_are_true_slices(manifest):
     labels = [FrameLabels(rate=50.0, per_utterance=[np.arange(n // 320) for n in LENGTHS], name="units")]
-    loader = make_loader(
+    loader = make_file_loader(
         manifest, max_samples=5000, random_crop=True, max_batch_seconds=10_000 / SAMPLE_RATE, seed=2, labels=labels
     )
     seen = []
@@ -127,8 +127,8 @@ def test_loader_batches_are_true_slices(manifest):
 
 def test_persistent_workers_follow_set_epoch(manifest):
     kwargs = dict(max_samples=3000, random_crop=True, max_batch_seconds=6000 / SAMPLE_RATE, seed=9)
-    inline = make_loader(manifest, **kwargs)
-    workers = make_loader(manifest, **kwargs, num_workers=2)
+    inline = make_file_loader(manifest, **kwargs)
+    workers = make_file_loader(manifest, **kwargs, num_workers=2)
     per_epoch = []
     for epoch in range(3):
         set_epoch(inline, epoch)
@@ -140,7 +140,7 @@ def test_persistent_workers_follow_set_epoch(manifest):
 
 def test_loader_resumes_after_prefetching_workers(manifest):
     kwargs = dict(max_samples=3000, random_crop=True, max_batch_seconds=3000 / SAMPLE_RATE, seed=5, epoch=1)
-    loader = make_loader(manifest, **kwargs, num_workers=2)
+    loader = make_file_loader(manifest, **kwargs, num_workers=2)
     full = [batch.indices.tolist() for batch in loader]
     assert len(full) == len(loader) == 5
     taken = []
@@ -151,7 +151,7 @@ def test_loader_resumes_after_prefetching_workers(manifest):
     assert loader.batch_sampler.position > 2  # workers have prefetched beyond the loop
     state = loader.state_dict()
     assert (state["epoch"], state["position"]) == (1, 2)  # what the loop received, not what workers prefetched
-    resumed = make_loader(manifest, **kwargs)
+    resumed = make_file_loader(manifest, **kwargs)
     resumed.load_state_dict(state)
     rest = [batch.indices.tolist() for batch in resumed]
     assert taken + rest == full

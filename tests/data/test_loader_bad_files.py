@@ -15,7 +15,7 @@ import soundfile as sf
 import torch
 
 from ssl_audio.audio import SAMPLE_RATE, AudioError
-from ssl_audio.data.loader import TooManyBadUtterances, make_loader, set_epoch
+from ssl_audio.data.loader import TooManyBadUtterances, make_file_loader, set_epoch
 from ssl_audio.data.manifest import build_manifests, load_manifest
 
 SCALE = 2.0**-17  # ramp step: sample i holds i * SCALE, exact in float32 (and in a FLOAT wav) for i < 2**24
@@ -85,7 +85,7 @@ def test_audio_error_survives_pickling():
 @pytest.mark.parametrize("collate_mode", ["pad", "crop"])
 def test_bad_files_are_skipped_alike_with_and_without_workers(manifest, collate_mode):
     kwargs = dict(max_samples=None, random_crop=True, max_batch_seconds=1.0, seed=4, collate_mode=collate_mode)
-    inline, workers = make_loader(manifest, **kwargs), make_loader(manifest, **kwargs, num_workers=2)
+    inline, workers = make_file_loader(manifest, **kwargs), make_file_loader(manifest, **kwargs, num_workers=2)
     reports: dict[str, list[str]] = {"inline": [], "workers": []}
     inline.report, workers.report = reports["inline"].append, reports["workers"].append
     a, b = passes(inline, 2), passes(workers, 2)
@@ -112,7 +112,7 @@ def test_bad_files_are_skipped_alike_with_and_without_workers(manifest, collate_
 
 
 def test_a_batch_of_only_bad_files_is_not_yielded(manifest):
-    loader = make_loader(manifest, max_samples=None, random_crop=False, max_batch_seconds=1.0, max_batch_size=1)
+    loader = make_file_loader(manifest, max_samples=None, random_crop=False, max_batch_seconds=1.0, max_batch_size=1)
     loader.report = lambda line: None
     yielded = [batch.indices.tolist() for batch in loader]
     assert len(loader) == len(manifest) and sorted(yielded) == [[r] for r in sorted(rows(manifest, GOOD))]
@@ -121,11 +121,11 @@ def test_a_batch_of_only_bad_files_is_not_yielded(manifest):
 
 def test_resume_gives_the_same_batches_and_counts(manifest, tmp_path):
     kwargs = dict(max_samples=5000, random_crop=True, max_batch_seconds=6000 / SAMPLE_RATE, seed=5, epoch=1)
-    full_loader = make_loader(manifest, **kwargs, num_workers=2)
+    full_loader = make_file_loader(manifest, **kwargs, num_workers=2)
     full_lines: list[str] = []
     full_loader.report = full_lines.append
     full = [(b.indices.tolist(), [s.index for s in b.skipped]) for b in full_loader]
-    loader = make_loader(manifest, **kwargs, num_workers=2)
+    loader = make_file_loader(manifest, **kwargs, num_workers=2)
     first_lines: list[str] = []
     loader.report = first_lines.append
     taken = []
@@ -136,7 +136,7 @@ def test_resume_gives_the_same_batches_and_counts(manifest, tmp_path):
     torch.save(loader.state_dict(), tmp_path / "state.pt")
     state = torch.load(tmp_path / "state.pt", weights_only=True)  # as a checkpoint holds it
     assert state["utterances_seen"] == sum(len(i) + len(s) for i, s in taken)
-    resumed = make_loader(manifest, **kwargs)
+    resumed = make_file_loader(manifest, **kwargs)
     resumed.load_state_dict(state)
     later_lines: list[str] = []
     resumed.report = later_lines.append
@@ -150,7 +150,7 @@ def test_resume_gives_the_same_batches_and_counts(manifest, tmp_path):
 def test_too_many_bad_files_stop_with_one_line(manifest):
     n = len(manifest)  # 8 rows, 3 of them bad
     kwargs = dict(max_samples=None, random_crop=False, max_batch_seconds=1.0, max_batch_size=1, bad_fraction_after=n)
-    loader = make_loader(manifest, **kwargs, max_bad_fraction=0.3)
+    loader = make_file_loader(manifest, **kwargs, max_bad_fraction=0.3)
     loader.report = lambda line: None
     order = [row for batch in loader.batch_sampler for row in batch]
     last_bad = next(row for row in reversed(order) if row in rows(manifest, BAD))
@@ -164,15 +164,15 @@ def test_too_many_bad_files_stop_with_one_line(manifest):
     assert f"last: row {last_bad}: {manifest.audio_path(last_bad)}: " in message
     # Judged only at the last batch, the 8th utterance: every good one before it came through.
     assert len(got) == len(GOOD) - (order[-1] in rows(manifest, GOOD))
-    under = make_loader(manifest, **kwargs, max_bad_fraction=0.375)  # 3/8 is not more than 0.375
+    under = make_file_loader(manifest, **kwargs, max_bad_fraction=0.375)  # 3/8 is not more than 0.375
     under.report = lambda line: None
     assert len([*under]) == len(GOOD)
     with pytest.raises(ValueError, match=r"data.max_bad_fraction must be in \[0, 1\), got 1.0"):
-        make_loader(manifest, **kwargs, max_bad_fraction=1.0)
+        make_file_loader(manifest, **kwargs, max_bad_fraction=1.0)
 
 
 def test_default_limit_tolerates_a_bad_file_early_in_a_run(manifest):
-    loader = make_loader(manifest, max_samples=None, random_crop=False, max_batch_seconds=1.0)
+    loader = make_file_loader(manifest, max_samples=None, random_crop=False, max_batch_seconds=1.0)
     loader.report = lambda line: None
     assert sorted(r for batch in loader for r in batch.indices.tolist()) == sorted(rows(manifest, GOOD))
     assert loader.utterances_bad == 3  # 3 of 8: far over 1 %, but too few utterances seen to judge

@@ -26,10 +26,10 @@ EXIT_BOUND_SECONDS = 1.0
 CHILD = textwrap.dedent(
     """
     import json, sys, time
-    from ssl_audio.data.loader import make_loader
+    from ssl_audio.data.loader import make_file_loader
     from ssl_audio.data.manifest import load_manifest
 
-    loader = make_loader(load_manifest(sys.argv[1]), max_samples=None, random_crop=False, max_batch_seconds=0.5,
+    loader = make_file_loader(load_manifest(sys.argv[1]), max_samples=None, random_crop=False, max_batch_seconds=0.5,
                          max_batch_size=1, num_workers=2)
     next(iter(loader))
     print(json.dumps([worker.pid for worker in loader._iterator._workers]), flush=True)

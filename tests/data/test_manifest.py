@@ -9,7 +9,15 @@ import soundfile as sf
 from ssl_audio.audio import load_audio
 from ssl_audio.cli import main
 from ssl_audio.data import manifest as manifest_module
-from ssl_audio.data.manifest import build_manifests, load_manifest, scan, split_rows, write_manifest
+from ssl_audio.data.manifest import (
+    build_manifests,
+    has_split,
+    load_manifest,
+    load_split,
+    scan,
+    split_rows,
+    write_manifest,
+)
 
 
 def tone(seconds: float, rate: int, channels: int = 1) -> np.ndarray:
@@ -179,3 +187,22 @@ def test_a_failed_write_leaves_all_three_previous_files_intact(broken_dir, tmp_p
         build_manifests([broken_dir], out, valid_fraction=0.5, seed=4)  # another split: train and valid change
     assert {name: (out / name).read_bytes() for name in before} == before
     assert sorted(os.listdir(out)) == sorted(before)  # no temp file left behind
+
+
+# -- the splits of a manifest folder ---------------------------------------------------------------------------
+
+
+def test_has_split_needs_a_manifest_with_rows(tmp_path):
+    assert not has_split(tmp_path, "valid")  # no valid.tsv
+    (tmp_path / "valid.tsv").write_text(f"{tmp_path}\n")  # what `ssl-audio manifest` writes for no valid share
+    assert not has_split(tmp_path, "valid")
+    sf.write(tmp_path / "a.wav", np.zeros(1600, dtype=np.float32), 16000)
+    (tmp_path / "valid.tsv").write_text(f"{tmp_path}\na.wav\t1600\n")
+    assert has_split(tmp_path, "valid")
+    assert load_split(tmp_path, "valid").paths == ("a.wav",)
+    assert not has_split(tmp_path, "train")
+
+
+def test_an_unknown_split_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"split must be one of \('train', 'valid'\), got 'test'"):
+        has_split(tmp_path, "test")

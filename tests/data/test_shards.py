@@ -17,7 +17,7 @@ from ssl_audio.audio import SAMPLE_RATE, load_audio
 from ssl_audio.data import shard_dataset
 from ssl_audio.data.dataset import AudioDataset
 from ssl_audio.data.labels import load_labels, manifest_hash, write_labels
-from ssl_audio.data.loader import make_loader, set_epoch
+from ssl_audio.data.loader import make_file_loader, set_epoch
 from ssl_audio.data.manifest import build_manifests, load_manifest
 from ssl_audio.data.shard_dataset import ShardError, make_shard_loader
 from ssl_audio.data.shards import load_shard_index, pack_shards, split_into_shards
@@ -291,7 +291,7 @@ def test_bad_members_are_skipped_and_counted_as_the_file_loader_counts_them(tmp_
     manifest = load_manifest(tmp_path / "m" / "train.tsv")
     pack_shards(tmp_path / "m" / "train.tsv", tmp_path / "shards", shard_seconds=1.0)
     kwargs = dict(max_samples=None, random_crop=False, max_batch_seconds=1.0)
-    shards, files = make_shard_loader(tmp_path / "shards", **kwargs), make_loader(manifest, **kwargs)
+    shards, files = make_shard_loader(tmp_path / "shards", **kwargs), make_file_loader(manifest, **kwargs)
     told: dict[str, list[str]] = {"shards": [], "files": []}
     shards.report, files.report = told["shards"].append, told["files"].append
     for epoch in (0, 1):

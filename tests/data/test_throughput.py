@@ -16,7 +16,7 @@ import torch
 
 import ssl_audio.data.throughput as throughput
 from ssl_audio.data.collate import Batch
-from ssl_audio.data.loader import make_loader
+from ssl_audio.data.loader import make_file_loader
 from ssl_audio.data.manifest import build_manifests, load_manifest
 from ssl_audio.data.throughput import loader_pass
 
@@ -74,7 +74,7 @@ def test_real_loader_over_a_tiny_manifest(tmp_path: Path) -> None:
         sf.write(tmp_path / f"u{i}.wav", (0.1 * rng.standard_normal(n)).astype(np.float32), SR, subtype="PCM_16")
     build_manifests([tmp_path], tmp_path / "manifest", valid_fraction=0.0)
     manifest = load_manifest(tmp_path / "manifest" / "train.tsv")
-    loader = make_loader(manifest, max_samples=None, random_crop=False, max_batch_seconds=1.0, seed=0)
+    loader = make_file_loader(manifest, max_samples=None, random_crop=False, max_batch_seconds=1.0, seed=0)
     seen: list[Batch] = []
 
     def recording() -> Iterator[Batch]:

@@ -9,7 +9,7 @@ import pytest
 from accelerate.state import AcceleratorState
 from train_helpers import config, wav2vec2_overrides
 
-from ssl_audio.data.loader import make_loader
+from ssl_audio.data.loader import make_file_loader
 from ssl_audio.data.manifest import load_manifest
 from ssl_audio.train.loop import train
 
@@ -35,7 +35,7 @@ def test_resumed_loader_yields_the_rest_of_the_epoch(corpus: Path, workers: int)
     manifest = load_manifest(corpus / "manifest" / "train.tsv")
 
     def loader():
-        return make_loader(
+        return make_file_loader(
             manifest, max_samples=20000, random_crop=True, max_batch_seconds=3.0, seed=3, num_workers=workers
         )
 
