@@ -54,8 +54,8 @@ def _pack_shards(args: argparse.Namespace) -> None:
 
 def _data_pass(args: argparse.Namespace) -> None:
     from ssl_audio.configs import save_config
-    from ssl_audio.data.loader import make_loader
     from ssl_audio.data.manifest import load_split
+    from ssl_audio.data.pipeline import make_loader
     from ssl_audio.data.throughput import loader_pass
     from ssl_audio.train.config import load_config
 

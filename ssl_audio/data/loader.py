@@ -14,8 +14,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import DataLoader
@@ -26,14 +25,13 @@ from ssl_audio.data.manifest import Manifest
 from ssl_audio.data.sampler import BucketBatchSampler
 
 if TYPE_CHECKING:
-    from ssl_audio.data.config import DataConfig
+    pass
 
 MAX_BAD_FRACTION = 0.01  # default data.max_bad_fraction
 # The fraction is judged only after this many utterances: at 1 % it then takes at least 5 bad files to stop,
 # so one bad file early in a run (or in a corpus of a few hundred files) is skipped, not fatal.
 BAD_FRACTION_AFTER = 500
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
-Split = Literal["train", "valid"]
 
 
 class TooManyBadUtterances(ValueError):
@@ -161,56 +159,6 @@ def worker_options(num_workers: int, seed: int) -> dict[str, Any]:
         # (masking, dropout, Gumbel noise) or a resumed run would drift from an uninterrupted one.
         "generator": torch.Generator().manual_seed(seed),
     }
-
-
-def make_loader(
-    source: Manifest | str | Path,
-    data: DataConfig,
-    *,
-    split: Split,
-    seed: int,
-    rank: int = 0,
-    world: int = 1,
-    labels: Sequence[FrameLabels] | None = None,
-) -> ResumableLoader:
-    """The `split` loader that `data` describes, over this rank's share of `source`.
-
-    source: a Manifest, or a shard folder (`ssl-audio pack-shards`; training only: its label sets are those of
-    data.train_labels, packed with the shards, so `labels` is for manifests only).
-    "train": random crops; bucketing, collation and workers from `data`; a new order each epoch.
-    "valid": crops from the start, length-sorted batches in a fixed order, padded, no workers: the same batches
-    at every validation.
-    """
-    if split not in ("train", "valid"):
-        raise ValueError(f"split must be 'train' or 'valid', got {split!r}")
-    common: dict[str, Any] = {
-        "max_samples": data.max_samples,
-        "max_batch_seconds": data.max_batch_seconds,
-        "seed": seed,
-        "rank": rank,
-        "world_size": world,
-        "target_lufs": data.target_lufs,
-        "max_bad_fraction": data.max_bad_fraction,
-    }
-    if not isinstance(source, Manifest):
-        from ssl_audio.data.shard_dataset import make_shard_loader  # here: shard_dataset builds on this module
-
-        if split != "train" or labels is not None:
-            raise ValueError(f"shard folder {source}: shards serve the train split, with their packed label sets")
-        label_sets = [Path(p).stem for p in data.train_labels]
-        return make_shard_loader(
-            source, random_crop=True, collate_mode=data.collate, num_workers=data.num_workers, label_sets=label_sets,
-            **common,
-        )  # fmt: skip
-    if split == "train":
-        return make_file_loader(
-            source, random_crop=True, bucketing=data.bucketing, num_buckets=data.num_buckets, collate_mode=data.collate,
-            num_workers=data.num_workers, labels=labels, **common,
-        )  # fmt: skip
-    return make_file_loader(
-        source, random_crop=False, bucketing=True, shuffle=False, collate_mode="pad", num_workers=0, labels=labels,
-        **common,
-    )  # fmt: skip
 
 
 def make_file_loader(

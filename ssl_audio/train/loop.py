@@ -27,9 +27,10 @@ from ssl_audio.audio import SAMPLE_RATE
 from ssl_audio.configs import save_config, to_dict
 from ssl_audio.data.collate import Batch
 from ssl_audio.data.labels import load_labels
-from ssl_audio.data.loader import ResumableLoader, make_loader, set_epoch
+from ssl_audio.data.loader import ResumableLoader, set_epoch
 from ssl_audio.data.manifest import has_split, load_split
 from ssl_audio.data.mixing import Mixer
+from ssl_audio.data.pipeline import make_loader
 from ssl_audio.models.flops import TRAINING_FACTOR, forward_flops
 from ssl_audio.models.loading import load_weights
 from ssl_audio.models.output import Output

@@ -19,8 +19,9 @@ import yaml
 
 from ssl_audio.audio import SAMPLE_RATE
 from ssl_audio.data.config import DataConfig
-from ssl_audio.data.loader import make_file_loader, make_loader, set_epoch
+from ssl_audio.data.loader import make_file_loader, set_epoch
 from ssl_audio.data.manifest import Manifest, load_manifest, write_manifest
+from ssl_audio.data.pipeline import make_loader
 from ssl_audio.data.shard_dataset import make_shard_loader
 from ssl_audio.data.shards import pack_shards
 
