@@ -43,8 +43,7 @@ def make_batch(
     generator = torch.Generator().manual_seed(seed)
     wave = 0.1 * torch.randn(batch, samples, generator=generator)
     lengths = torch.full((batch,), samples, dtype=torch.long) if with_lengths else None
-    with torch.device("meta"):  # only its strides and kernels are needed
-        extractor = ConvFeatureExtractor(encoder.conv_layers, mode=encoder.extractor_mode, bias=encoder.conv_bias)
+    extractor = ConvFeatureExtractor(encoder.conv_layers, mode=encoder.extractor_mode, bias=encoder.conv_bias)
     frames = int(extractor.output_lengths(torch.tensor([samples]))[0])
     labels = torch.randint(0, num_classes, (batch, frames), generator=generator)
     return Batch(wave=wave, lengths=lengths, labels=labels, frames=frames)

@@ -81,11 +81,16 @@ def build_hubert(cfg: HubertConfig, batch: Batch) -> Built:
     return Built(model, loss, None)
 
 
-def build_trunk(cfg: EncoderConfig, batch: Batch) -> Built:
-    """torchaudio's Wav2Vec2Model (no aux head); loss = mean square of the last hidden state."""
+def wav2vec2_model(cfg: EncoderConfig) -> nn.Module:
+    """torchaudio's Wav2Vec2Model (no aux head) for our EncoderConfig."""
     import torchaudio
 
-    model = torchaudio.models.wav2vec2_model(**encoder_kwargs(cfg), aux_num_out=None)
+    return torchaudio.models.wav2vec2_model(**encoder_kwargs(cfg), aux_num_out=None)
+
+
+def build_trunk(cfg: EncoderConfig, batch: Batch) -> Built:
+    """Encoder only; loss = mean square of the last hidden state."""
+    model = wav2vec2_model(cfg)
 
     def loss(step: int, _: object) -> Tensor:
         return model(batch.wave, batch.lengths)[0].float().pow(2).mean()
