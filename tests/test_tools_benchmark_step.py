@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -86,3 +88,21 @@ def test_base_builders_match_the_libraries_own_base_factories():
         ours_hubert = count(Hubert(hubert))
     assert count(torchaudio.models.hubert_pretrain_base(num_classes=500)) == ours_hubert
     assert count(torchaudio_ref.hubert_model(hubert)) == ours_hubert
+
+
+@pytest.mark.slow  # bf16 autocast on a CPU without bf16 units
+def test_gpu_step_script_steps_our_models(monkeypatch, capsys):
+    """tools/benchmark_gpu_step.py steps the models through the shared builders (it used to pass a `step=`
+    keyword our forwards no longer take); its table, run on the CPU with the tiny presets, has one finite row
+    per model and precision."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "tools"))  # as `python tools/...` does
+    gpu_step = importlib.import_module("benchmark_gpu_step")
+    gpu_step.run(torch.device("cpu"), 2, 0.5, steps=1, warmup=0, w2v=TINY_WAV2VEC2, hub=TINY_HUBERT)
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and " ms |" in line]
+    assert [row.split(" | ")[:2] for row in rows] == [
+        ["| wav2vec2 BASE", "fp32"],
+        ["| HuBERT BASE", "fp32"],
+        ["| wav2vec2 BASE", "bf16 autocast"],
+        ["| HuBERT BASE", "bf16 autocast"],
+    ]
+    assert all(float(row.split(" | ")[2].removesuffix(" ms")) > 0 for row in rows)

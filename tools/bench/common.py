@@ -43,10 +43,15 @@ def make_batch(
     generator = torch.Generator().manual_seed(seed)
     wave = 0.1 * torch.randn(batch, samples, generator=generator)
     lengths = torch.full((batch,), samples, dtype=torch.long) if with_lengths else None
-    extractor = ConvFeatureExtractor(encoder.conv_layers, mode=encoder.extractor_mode, bias=encoder.conv_bias)
-    frames = int(extractor.output_lengths(torch.tensor([samples]))[0])
+    frames = frame_count(encoder, samples)
     labels = torch.randint(0, num_classes, (batch, frames), generator=generator)
     return Batch(wave=wave, lengths=lengths, labels=labels, frames=frames)
+
+
+def frame_count(encoder: EncoderConfig, samples: int) -> int:
+    """Frames `encoder`'s extractor makes of `samples` samples."""
+    extractor = ConvFeatureExtractor(encoder.conv_layers, mode=encoder.extractor_mode, bias=encoder.conv_bias)
+    return int(extractor.output_lengths(torch.tensor([samples]))[0])
 
 
 def no_layerdrop(cfg: C) -> C:
