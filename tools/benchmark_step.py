@@ -27,13 +27,16 @@ Rows (what each measures):
 - hubert / torchaudio: hubert_pretrain_base(num_classes=500): masking inside forward, logits for masked
   and unmasked frames (501 columns, target first); loss = CE(logit_m, 0) summed + 10 * penalty * masked
   frames (torchaudio's example hubert_loss with unmasked weight 0, its term left out as fairseq does).
-- hubert / transformers: HubertModel + this script's head, built like ours (Linear 768 -> 256, 500 label
-  embeddings, cosine / 0.1 as a matmul of unit vectors, CE on masked frames, feature penalty and grad mult
-  0.1 through a hook on its conv extractor). transformers has no HuBERT pretraining head. Masks drawn outside
-  the timed step.
+- hubert / transformers: HubertModel + a head built like ours (bench/transformers_ref.py: final projection,
+  label embeddings, cosine / logit temperature as a matmul of unit vectors, CE on masked frames, feature penalty
+  and grad mult through a hook on its conv extractor). transformers has no HuBERT pretraining head. Masks drawn
+  outside the timed step.
 - trunk / each: encoder only (conv extractor, projection, transformer; no masking, no head, no grad mult),
   loss = mean square of the last hidden state. The one like-for-like row for all three implementations.
 - bf16 rows: ours under torch.autocast("cpu", dtype=torch.bfloat16); losses stay fp32 inside the models.
+
+Every implementation is built from the same ssl_audio preset (WAV2VEC2, HUBERT, TRUNK below) by its module in
+tools/bench/ (ours.py, torchaudio_ref.py, transformers_ref.py); this file is the driver: timing and report.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
+import functools
 import gc
 import platform
 import statistics
@@ -54,56 +58,36 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 
-import numpy as np
 import torch
-from torch import Tensor, nn
+from bench import ours, torchaudio_ref, transformers_ref  # tools/bench: one module per implementation
+from bench.common import Batch, Built, make_batch, no_layerdrop
 
 from ssl_audio.audio import SAMPLE_RATE
-from ssl_audio.models.encoder import Encoder, EncoderConfig
-from ssl_audio.models.hubert import Hubert, hubert_base
-from ssl_audio.models.step_context import StepContext
-from ssl_audio.models.wav2vec2 import Wav2Vec2, wav2vec2_base
-from ssl_audio.nn.conv_extractor import scale_grad
+from ssl_audio.models.encoder import EncoderConfig
+from ssl_audio.models.hubert import hubert_base
+from ssl_audio.models.wav2vec2 import wav2vec2_base
+from ssl_audio.train.config import OptimConfig
 from ssl_audio.train.hardware import bf16_units
 
-NUM_CLASSES = 500  # HuBERT iteration 2
-LABEL_RATE = 50.0  # Hz
-DROPOUT = 0.1  # BASE residual / attention / input-projection dropout (fairseq, torchaudio, transformers)
-FEATURE_GRAD_MULT = 0.1
-PENALTY_WEIGHT = 10.0
-# AdamW as in the BASE recipes, at a warm-up-sized learning rate: the step time does not depend on it, and a
-# model driven to divergence on random noise (the peak 5e-4 from step 0) is not the step we want to time.
+# AdamW as in the BASE recipes (OptimConfig's betas, eps and weight decay, here on every parameter) at a warm-up-sized
+# learning rate: the step time does not depend on it, and a model driven to divergence on random noise (the peak
+# 5e-4 from step 0) is not the step we want to time.
 LEARNING_RATE = 1e-5
-LOGIT_TEMP = 0.1
-COSINE_EPS = 1e-8  # as torch.cosine_similarity
-FINAL_DIM = 256
 # Throughput targets (printed, not enforced): ours over each reference, and bf16 over fp32.
 TARGET_VS_TRANSFORMERS = 1.3
 TARGET_VS_TORCHAUDIO = 1.2
 TARGET_BF16 = 2.0
-
-
-@dataclass(frozen=True)
-class Batch:
-    wave: Tensor  # (B, S) float32
-    lengths: Tensor | None  # (B,) samples, or None (no padding masks anywhere)
-    labels: Tensor  # (B, T) long HuBERT labels, one per frame at 50 Hz
-    frames: int  # T
-
-    @property
-    def audio_seconds(self) -> float:
-        return self.wave.numel() / SAMPLE_RATE
-
-
-Prepare = Callable[[int], object]  # step -> inputs drawn outside the timed region (masks, negatives)
-LossFn = Callable[[int, object], Tensor]  # (step, prepared) -> scalar loss to backprop
+# The presets every implementation is built from, all 12 layers every step.
+WAV2VEC2 = no_layerdrop(wav2vec2_base())
+HUBERT = no_layerdrop(hubert_base())  # iteration 2: 500 classes at 50 Hz
+TRUNK = no_layerdrop(EncoderConfig())
 
 
 @dataclass(frozen=True)
 class Case:
     family: str  # wav2vec2 | hubert | trunk
     impl: str  # ours | transformers | torchaudio
-    build: Callable[[Batch], tuple[nn.Module, LossFn, Prepare | None]]
+    build: Callable[[Batch], Built]
     bf16: bool = False
 
     @property
@@ -133,211 +117,8 @@ class Result:
         return self.audio_seconds / self.step_s
 
 
-# --- our models -------------------------------------------------------------------------------------------
-
-
-def no_layerdrop(encoder: EncoderConfig) -> EncoderConfig:
-    return replace(encoder, layerdrop=0.0)
-
-
-def build_ours_wav2vec2(batch: Batch) -> tuple[nn.Module, LossFn, None]:
-    cfg = wav2vec2_base()
-    model = Wav2Vec2(replace(cfg, encoder=no_layerdrop(cfg.encoder)))
-    generator = torch.Generator().manual_seed(0)
-
-    def loss(step: int, _: object) -> Tensor:
-        return model(batch.wave, batch.lengths, context=StepContext(step=step, generator=generator)).mean_loss
-
-    return model, loss, None
-
-
-def build_ours_hubert(batch: Batch) -> tuple[nn.Module, LossFn, None]:
-    cfg = hubert_base(num_classes=(NUM_CLASSES,), label_rate=LABEL_RATE)
-    model = Hubert(replace(cfg, encoder=no_layerdrop(cfg.encoder)))
-    generator = torch.Generator().manual_seed(0)
-
-    def loss(step: int, _: object) -> Tensor:
-        return model(
-            batch.wave, batch.lengths, [batch.labels], context=StepContext(step=step, generator=generator)
-        ).mean_loss
-
-    return model, loss, None
-
-
-def build_ours_trunk(batch: Batch) -> tuple[nn.Module, LossFn, None]:
-    model = Encoder(no_layerdrop(EncoderConfig()))
-
-    def loss(step: int, _: object) -> Tensor:
-        return model(batch.wave, batch.lengths).last.float().pow(2).mean()
-
-    return model, loss, None
-
-
-# --- transformers -----------------------------------------------------------------------------------------
-
-
-def transformers_dropouts() -> dict[str, float]:
-    return dict(
-        hidden_dropout=DROPOUT,
-        attention_dropout=DROPOUT,
-        activation_dropout=0.0,
-        feat_proj_dropout=DROPOUT,
-        layerdrop=0.0,
-    )
-
-
-def attention_mask(batch: Batch) -> Tensor | None:
-    """transformers' sample-level mask (B, S): 1 = valid, or None when running without lengths."""
-    if batch.lengths is None:
-        return None
-    return (torch.arange(batch.wave.shape[1])[None, :] < batch.lengths[:, None]).long()
-
-
-def build_transformers_wav2vec2(batch: Batch) -> tuple[nn.Module, LossFn, Prepare]:
-    from transformers import Wav2Vec2Config, Wav2Vec2ForPreTraining
-    from transformers.models.wav2vec2.modeling_wav2vec2 import _compute_mask_indices, _sample_negative_indices
-
-    ours = wav2vec2_base()
-    config = Wav2Vec2Config(
-        **transformers_dropouts(),
-        feat_quantizer_dropout=ours.feature_dropout,
-        mask_time_prob=ours.masking.mask_prob,
-        mask_time_length=ours.masking.mask_length,
-        mask_time_min_masks=ours.masking.min_masks,
-        num_negatives=ours.num_negatives,
-    )
-    model = Wav2Vec2ForPreTraining(config)
-    min_masks = config.mask_time_min_masks
-    rng = np.random.default_rng(0)
-    mask_in = attention_mask(batch)
-
-    def prepare(step: int) -> tuple[Tensor, Tensor]:
-        np.random.seed(int(rng.integers(2**31)))  # both helpers draw from numpy's global state
-        shape = (batch.wave.shape[0], batch.frames)
-        mask = _compute_mask_indices(shape, config.mask_time_prob, config.mask_time_length, None, min_masks)
-        negatives = _sample_negative_indices(shape, config.num_negatives, mask)
-        return torch.from_numpy(mask), torch.from_numpy(negatives).long()
-
-    def loss(step: int, prepared: object) -> Tensor:
-        mask, negatives = prepared  # type: ignore[misc]
-        out = model(batch.wave, attention_mask=mask_in, mask_time_indices=mask, sampled_negative_indices=negatives)
-        return out.loss / mask.sum()  # their example: outputs.loss / num_losses
-
-    return model, loss, prepare
-
-
-class TransformersHubertPretraining(nn.Module):
-    """HubertModel + a head built like ours: transformers ships no HuBERT pretraining head."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        from transformers import HubertConfig, HubertModel
-
-        ours = hubert_base()
-        self.config = HubertConfig(
-            **transformers_dropouts(),
-            mask_time_prob=ours.masking.mask_prob,
-            mask_time_length=ours.masking.mask_length,
-            mask_time_min_masks=ours.masking.min_masks,
-        )
-        self.encoder = HubertModel(self.config)
-        self.final_proj = nn.Linear(self.config.hidden_size, FINAL_DIM)
-        self.label_embeddings = nn.Parameter(torch.rand(NUM_CLASSES, FINAL_DIM))
-        self.penalty: Tensor | None = None
-        self.encoder.feature_extractor.register_forward_hook(self._feature_hook)
-
-    def _feature_hook(self, module: nn.Module, inputs: object, features: Tensor) -> Tensor:
-        """(B, C, T) conv features: record the feature penalty, scale the gradient into the extractor."""
-        self.penalty = features.float().pow(2).mean()
-        return scale_grad(features, FEATURE_GRAD_MULT)
-
-    def forward(self, wave: Tensor, mask_in: Tensor | None, mask: Tensor, labels: Tensor) -> Tensor:
-        hidden = self.encoder(wave, attention_mask=mask_in, mask_time_indices=mask).last_hidden_state  # (B, T, D)
-        picked = self.final_proj(hidden[mask])  # (N, F)
-        unit_picked = nn.functional.normalize(picked, dim=-1, eps=COSINE_EPS)  # as ours: a matmul of unit vectors
-        unit_table = nn.functional.normalize(self.label_embeddings, dim=-1, eps=COSINE_EPS)
-        logits = unit_picked @ unit_table.T / LOGIT_TEMP  # (N, classes)
-        count = picked.shape[0]
-        total = nn.functional.cross_entropy(logits, labels[mask], reduction="sum")
-        assert self.penalty is not None
-        return (total + PENALTY_WEIGHT * self.penalty * count) / count
-
-
-def build_transformers_hubert(batch: Batch) -> tuple[nn.Module, LossFn, Prepare]:
-    from transformers.models.wav2vec2.modeling_wav2vec2 import _compute_mask_indices
-
-    model = TransformersHubertPretraining()
-    config = model.config
-    min_masks = config.mask_time_min_masks
-    rng = np.random.default_rng(0)
-    mask_in = attention_mask(batch)
-
-    def prepare(step: int) -> Tensor:
-        np.random.seed(int(rng.integers(2**31)))
-        shape = (batch.wave.shape[0], batch.frames)
-        mask = _compute_mask_indices(shape, config.mask_time_prob, config.mask_time_length, None, min_masks)
-        return torch.from_numpy(mask)
-
-    def loss(step: int, prepared: object) -> Tensor:
-        return model(batch.wave, mask_in, prepared, batch.labels)
-
-    return model, loss, prepare
-
-
-def build_transformers_trunk(batch: Batch) -> tuple[nn.Module, LossFn, None]:
-    from transformers import Wav2Vec2Config, Wav2Vec2Model
-
-    model = Wav2Vec2Model(Wav2Vec2Config(**transformers_dropouts(), mask_time_prob=0.0))
-    mask_in = attention_mask(batch)
-
-    def loss(step: int, _: object) -> Tensor:
-        return model(batch.wave, attention_mask=mask_in).last_hidden_state.float().pow(2).mean()
-
-    return model, loss, None
-
-
-# --- torchaudio -------------------------------------------------------------------------------------------
-
-
-def torchaudio_dropouts() -> dict[str, float]:
-    return dict(
-        encoder_projection_dropout=DROPOUT,
-        encoder_attention_dropout=DROPOUT,
-        encoder_ff_interm_dropout=0.0,
-        encoder_dropout=DROPOUT,
-        encoder_layer_drop=0.0,
-    )
-
-
-def build_torchaudio_hubert(batch: Batch) -> tuple[nn.Module, LossFn, None]:
-    import torchaudio
-
-    model = torchaudio.models.hubert_pretrain_base(
-        **torchaudio_dropouts(),
-        mask_prob=hubert_base().masking.mask_prob,
-        feature_grad_mult=FEATURE_GRAD_MULT,
-        num_classes=NUM_CLASSES,
-    )
-
-    def loss(step: int, _: object) -> Tensor:
-        logit_m, _logit_u, penalty = model(batch.wave, batch.labels, batch.lengths)
-        count = logit_m.shape[0]
-        target = torch.zeros(count, dtype=torch.long)  # the true class is column 0
-        total = nn.functional.cross_entropy(logit_m, target, reduction="sum")
-        return (total + PENALTY_WEIGHT * penalty * count) / count
-
-    return model, loss, None
-
-
-def build_torchaudio_trunk(batch: Batch) -> tuple[nn.Module, LossFn, None]:
-    import torchaudio
-
-    model = torchaudio.models.wav2vec2_base(**torchaudio_dropouts())
-
-    def loss(step: int, _: object) -> Tensor:
-        return model(batch.wave, batch.lengths)[0].float().pow(2).mean()
-
-    return model, loss, None
+def bound_case(family: str, impl: str, build: Callable[[object, Batch], Built], cfg: object) -> Case:
+    return Case(family, impl, functools.partial(build, cfg))
 
 
 # --- timing -----------------------------------------------------------------------------------------------
@@ -351,8 +132,9 @@ class Runner:
         self.case = case
         self.model, self.loss_fn, self.prepare = case.build(batch)
         self.model.train()
+        adam = OptimConfig()
         self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=LEARNING_RATE, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01
+            self.model.parameters(), lr=LEARNING_RATE, betas=adam.betas, eps=adam.eps, weight_decay=adam.weight_decay
         )
         self.steps_done = 0
 
@@ -544,13 +326,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"load average (1, 5, 15 min) at the start: {load} (other processes make wall times noisy)")
     print(f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}")
 
-    generator = torch.Generator().manual_seed(0)
     samples = round(args.seconds * SAMPLE_RATE)
-    wave = 0.1 * torch.randn(args.batch, samples, generator=generator)
-    lengths = None if args.no_lengths else torch.full((args.batch,), samples, dtype=torch.long)
-    frames = int(Encoder(EncoderConfig(num_layers=1)).extractor.output_lengths(torch.tensor([samples]))[0])
-    labels = torch.randint(0, NUM_CLASSES, (args.batch, frames), generator=generator)
-    batch = Batch(wave=wave, lengths=lengths, labels=labels, frames=frames)
+    classes = HUBERT.num_classes[0]
+    batch = make_batch(TRUNK, batch=args.batch, samples=samples, num_classes=classes, with_lengths=not args.no_lengths)
+    lengths, frames = batch.lengths, batch.frames
     print(
         f"batch: {args.batch} x {samples} samples ({batch.audio_seconds:g} audio-s), {frames} frames; "
         f"lengths passed: {lengths is not None}; {args.warmup} warm-up + {args.steps} timed steps\n"
@@ -564,24 +343,24 @@ def main(argv: list[str] | None = None) -> None:
     if args.only in (None, "wav2vec2"):
         families.append(
             [
-                Case("wav2vec2", "ours", build_ours_wav2vec2),
-                Case("wav2vec2", "transformers", build_transformers_wav2vec2),
+                bound_case("wav2vec2", "ours", ours.build_wav2vec2, WAV2VEC2),
+                bound_case("wav2vec2", "transformers", transformers_ref.build_wav2vec2, WAV2VEC2),
             ]
         )
     if args.only in (None, "hubert"):
         families.append(
             [
-                Case("hubert", "ours", build_ours_hubert),
-                Case("hubert", "torchaudio", build_torchaudio_hubert),
-                Case("hubert", "transformers", build_transformers_hubert),
+                bound_case("hubert", "ours", ours.build_hubert, HUBERT),
+                bound_case("hubert", "torchaudio", torchaudio_ref.build_hubert, HUBERT),
+                bound_case("hubert", "transformers", transformers_ref.build_hubert, HUBERT),
             ]
         )
     if args.only in (None, "wav2vec2", "trunk") and not args.skip_trunk:
         families.append(
             [
-                Case("trunk", "ours", build_ours_trunk),
-                Case("trunk", "torchaudio", build_torchaudio_trunk),
-                Case("trunk", "transformers", build_transformers_trunk),
+                bound_case("trunk", "ours", ours.build_trunk, TRUNK),
+                bound_case("trunk", "torchaudio", torchaudio_ref.build_trunk, TRUNK),
+                bound_case("trunk", "transformers", transformers_ref.build_trunk, TRUNK),
             ]
         )
     results: list[Result] = []
