@@ -129,16 +129,16 @@ def set_epoch(loader: DataLoader, epoch: int) -> None:
 
 
 def die_with_parent(parent_pid: int, worker_id: int) -> None:
-    """worker_init_fn: on Linux, have the kernel kill this worker as soon as its parent dies; and ignore the
-    signals a cluster sends to ask a run to stop (SIGTERM, SIGUSR1), which the main process answers by
-    finishing its update and checkpointing (train/run_control.py): a worker killed first would end it sooner.
+    """worker_init_fn: on Linux, have the kernel kill this worker as soon as its parent dies; and ignore SIGUSR1,
+    which a cluster sends to every process to ask a run to stop before its time limit, and which the main process
+    answers by finishing its update and checkpointing (train/run_control.py). SIGTERM keeps its default: Python's
+    multiprocessing ends leftover workers at exit with SIGTERM and then waits for them without a time limit.
 
     Torch's workers notice a dead parent only at their next 5 s poll, holding memory and files meanwhile.
     The signal fires when the thread that started the worker exits; DataLoaders start them from the
     thread that iterates, which in training is the main thread.
     """
-    for number in (signal.SIGTERM, signal.SIGUSR1):
-        signal.signal(number, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     if not sys.platform.startswith("linux"):
         return
     libc = ctypes.CDLL(None, use_errno=True)

@@ -6,8 +6,9 @@ script can requeue and resume (`--resume auto`).
 SLURM sends SIGUSR1 ahead of the time limit with `#SBATCH --signal=USR1@SECONDS`, and SIGTERM on `scancel` or
 preemption (then SIGKILL after its KillWait, 30 s by default). Every process of the run gets the signal, or only
 some: the loop sums the flag over processes in the reduce it already does per update, so all stop together.
-DataLoader workers ignore both signals (data/loader.py `die_with_parent`): the main process decides when to
-stop, and the kernel ends a worker when its parent dies.
+DataLoader workers ignore SIGUSR1 (data/loader.py `die_with_parent`), so with SLURM's `--signal=USR1@SECONDS`
+the main process decides when to stop; a SIGTERM sent to every process also ends the workers, so the update in
+progress completes only if its batches were already fetched (use SIGUSR1 for the time limit).
 """
 
 from __future__ import annotations
