@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import yaml
+from test_kmeans import TINY_HUBERT  # the same tiny round as the one-process tests
 
 from ssl_audio.cluster.features import FeatureSet, FeatureSource, dump_features, shard_rows
 from ssl_audio.cluster.kmeans import assign_labels, fit_kmeans, join_label_parts, save_kmeans
@@ -119,19 +120,6 @@ def test_wait_minutes_is_checked() -> None:
 
 
 # --- a real two-process run against a one-process run (slow) ------------------------------------------------
-
-TINY_HUBERT = {
-    "seed": 3,
-    "data": {"max_samples": 20_000, "max_batch_seconds": 3.0, "num_workers": 0},
-    "model": {
-        "family": "hubert",
-        "preset": "tiny",
-        "config": {"encoder": {"dropout": 0.0, "attention_dropout": 0.0, "projection_dropout": 0.0, "layerdrop": 0.0}},
-    },
-    "schedule": {"warmup_updates": 1},
-    "train": {"cpu": True, "max_updates": 2, "valid_every": 1000, "valid_max_batches": 1, "save_every": 1000,
-              "log_every": 1},
-}  # fmt: skip
 
 
 def child_env() -> dict[str, str]:
