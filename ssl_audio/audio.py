@@ -21,7 +21,9 @@ from ssl_audio.audio_formats import AUDIO_EXTENSIONS  # noqa: F401  (re-exported
 from ssl_audio.loudness import integrated_loudness
 
 SAMPLE_RATE = 16_000  # Hz: the rate every model in ssl_audio consumes
-MIN_SAMPLES = 400  # receptive field of the conv extractor at 16 kHz (25 ms): one output frame
+# The shortest clip the data pipeline keeps: 25 ms, one analysis window (and the standard conv stack's receptive
+# field). A model whose front-end needs more (`encoder.min_samples`) is checked against the data at start-up.
+MIN_SAMPLES = 400
 SILENT_PEAK_DB = -80.0  # dBFS: a file whose peak stays below this is treated as all silent
 _READ_ERRORS = (sf.LibsndfileError, RuntimeError, TypeError, ValueError)
 

@@ -109,6 +109,14 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
+        tagged = _tagged_choices(args)
+        if tagged:  # a tagged union (e.g. front-ends): `kind` picks the class, so errors name its own keys
+            if not isinstance(value, dict):
+                raise ValueError(f"config key {key!r}: expected a mapping with a 'kind', got {value!r}")
+            kind = value.get("kind", next(iter(tagged)))
+            if kind not in tagged:
+                raise ValueError(f"config key {key + '.kind'!r}: {kind!r} is not one of {list(tagged)}")
+            return _build(tagged[kind], value, key + ".")
         for arg in (a for a in args if a is not type(None)):
             try:
                 return _convert(value, arg, key)
@@ -141,6 +149,18 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     if isinstance(tp, type) and not isinstance(value, tp):
         raise ValueError(f"config key {key!r}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
     return value
+
+
+def _tagged_choices(args: tuple) -> dict[str, type]:
+    """{kind: class} when every member of a union is a dataclass with a `kind` literal default, else {}."""
+    choices = {}
+    for arg in (a for a in args if a is not type(None)):
+        fields = dataclasses.fields(arg) if dataclasses.is_dataclass(arg) else ()
+        kinds = [f.default for f in fields if f.name == "kind"]
+        if not kinds or not isinstance(kinds[0], str):
+            return {}
+        choices[kinds[0]] = arg
+    return choices
 
 
 def _build(cls: type[T], values: dict, prefix: str = "") -> T:

@@ -148,7 +148,7 @@ FAMILY_REFUSED = [
     ("wav2vec2", "encoder.pos_conv_kernel", 0, "0", COUNT),
     ("wav2vec2", "encoder.num_heads", 5, "5", DIVIDE_96),
     ("wav2vec2", "encoder.pos_conv_groups", 7, "7", DIVIDE_96),
-    ("wav2vec2", "encoder.conv_layers", [], "", NO_LAYERS),
+    ("wav2vec2", "encoder.frontend.layers", [], "", NO_LAYERS),
     ("wav2vec2", "quantizer.num_groups", 0, "0", COUNT),
     ("wav2vec2", "quantizer.num_entries", 0, "0", COUNT),
     ("wav2vec2", "quantizer.code_dim", 63, "", "code_dim 63 must be a positive multiple of num_groups 2"),
@@ -193,7 +193,7 @@ def test_family_configs_name_the_model_config_key(family: str, key: str, value: 
 @pytest.mark.parametrize(
     ("family", "changes", "key"),
     [
-        ("wav2vec2", {"encoder": {"conv_layers": [[64, 10, 5], [64, 3, 0]]}}, "encoder.conv_layers[1][2]"),
+        ("wav2vec2", {"encoder": {"frontend": {"layers": [[64, 10, 5], [64, 3, 0]]}}}, "encoder.frontend.layers[1][2]"),
         ("hubert", {"num_classes": [100, 0]}, "num_classes[1]"),
     ],
 )

@@ -20,7 +20,7 @@ from tools.bench.common import make_batch, no_layerdrop
 
 TINY_ENCODER = no_layerdrop(tiny_encoder())
 # Labels one per frame, as the benchmark batch holds them.
-TINY_HUBERT = no_layerdrop(replace(hubert_tiny(), label_rate=SAMPLE_RATE / TINY_ENCODER.frame_stride))
+TINY_HUBERT = no_layerdrop(replace(hubert_tiny(), label_rate=SAMPLE_RATE / TINY_ENCODER.hop))
 TINY_WAV2VEC2 = no_layerdrop(wav2vec2_tiny())
 TINY = {
     "wav2vec2": (TINY_WAV2VEC2, Wav2Vec2),

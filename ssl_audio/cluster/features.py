@@ -45,8 +45,7 @@ class FeatureSource:
         def encode(wave: torch.Tensor) -> torch.Tensor:
             return encoder_layer_frames(encoder, wave, layers, device)
 
-        hop = encoder.cfg.frame_stride
-        return encode, SAMPLE_RATE / hop, encoder.extractor.receptive_field, hop
+        return encode, SAMPLE_RATE / encoder.hop, encoder.window, encoder.hop
 
 
 def shard_rows(num_rows: int, shard: int, num_shards: int) -> tuple[int, int]:

@@ -175,7 +175,7 @@ class AudioDataset(SharedEpoch, Dataset[Item]):
         skip_bad: bool = False,
     ) -> None:
         if max_samples is not None and max_samples < MIN_SAMPLES:
-            raise ValueError(f"max_samples must be at least {MIN_SAMPLES} (one conv frame), got {max_samples}")
+            raise ValueError(f"max_samples must be at least {MIN_SAMPLES} (25 ms), got {max_samples}")
         if seed < 0:
             raise ValueError(f"seed must be non-negative, got {seed}")
         self.labels = tuple(labels or ())

@@ -29,6 +29,7 @@ from ssl_audio.interop.imported import Imported, gather, preset
 from ssl_audio.interop.keymap import EncoderNames, KeyTable, encoder_table, rename_weight_norm
 from ssl_audio.interop.unpickle import load_torch_file
 from ssl_audio.models.encoder import EncoderConfig
+from ssl_audio.nn.conv_extractor import ConvFrontendConfig
 
 _NP_SCALAR = np._core.multiarray.scalar if hasattr(np, "_core") else np.core.multiarray.scalar  # numpy 2 / 1
 # Plain-data types found in fairseq checkpoints besides tensors and containers: the config Namespace of
@@ -179,9 +180,11 @@ def config_from_fairseq(
         raise ValueError(f"{source}: config key 'extractor_mode' is {mode!r}, not 'default' or 'layer_norm'")
     conv_layers = parse_layers(str(get("conv_feature_layers", DEFAULT_CONV_LAYERS)), source=source)
     encoder = EncoderConfig(
-        conv_layers=conv_layers,
-        extractor_mode="group_norm" if mode == "default" else "layer_norm",
-        conv_bias=bool(get("conv_bias", False)),
+        frontend=ConvFrontendConfig(
+            layers=conv_layers,
+            mode="group_norm" if mode == "default" else "layer_norm",
+            bias=bool(get("conv_bias", False)),
+        ),
         dim=int(get("encoder_embed_dim", 768)),
         num_layers=int(get("encoder_layers", 12)),
         num_heads=int(get("encoder_attention_heads", 12)),
@@ -277,7 +280,7 @@ def _table(mode: str) -> KeyTable:
 def _prepare(state: dict[str, Tensor], cfg: EncoderConfig) -> dict[str, Tensor]:
     """Weight-norm names as ours; an identity post_extract_proj where fairseq has none (channels == width)."""
     out = rename_weight_norm(state, legacy=False)
-    channels = cfg.conv_layers[-1][0]
+    channels = cfg.frontend.out_channels
     if "post_extract_proj.weight" not in out and channels == cfg.dim:
         out["post_extract_proj.weight"] = torch.eye(cfg.dim)
         out["post_extract_proj.bias"] = torch.zeros(cfg.dim)
@@ -293,7 +296,7 @@ def read_fairseq(path: str | Path, *, trust_pickle: bool = False) -> Imported:
     if family == "wav2vec2" and not model.get("quantize_targets", True):  # project_q then maps raw features
         theirs = {k: v for k, v in theirs.items() if not k.startswith("project_q.")}
         notes += ("quantize_targets is false: no quantizer in the checkpoint; ours starts fresh",)
-    ours, dropped, shape_notes = gather(family, cfg, theirs, _table(cfg.encoder.extractor_mode), source=source)
+    ours, dropped, shape_notes = gather(family, cfg, theirs, _table(cfg.encoder.frontend.mode), source=source)
     return Imported(
         family=family, config=cfg, state=ours, source=source, dropped=head + dropped, notes=notes + shape_notes
     )

@@ -29,6 +29,7 @@ from ssl_audio.interop.imported import Imported, gather, preset, resolve_config
 from ssl_audio.interop.keymap import (
     TRANSFORMERS_NAMES,
     KeyTable,
+    conv_frontend,
     encoder_table,
     export,
     rename_weight_norm,
@@ -36,6 +37,7 @@ from ssl_audio.interop.keymap import (
 from ssl_audio.interop.unpickle import load_torch_file
 from ssl_audio.models.encoder import EncoderConfig
 from ssl_audio.models.registry import ModelConfig
+from ssl_audio.nn.conv_extractor import ConvFrontendConfig
 
 FAMILY_OF = {"wav2vec2": "wav2vec2", "hubert": "hubert", "wavlm": "wavlm"}  # transformers model_type -> family
 BASE_MODEL = {"wav2vec2": "Wav2Vec2Model", "hubert": "HubertModel", "wavlm": "WavLMModel"}
@@ -131,9 +133,11 @@ def config_from_hf(hf: Any, *, source: str) -> tuple[str, Any]:
     if hf.feat_extract_norm not in ("group", "layer"):
         raise ValueError(f"{source}: config key 'feat_extract_norm' is {hf.feat_extract_norm!r}, not group or layer")
     encoder = EncoderConfig(
-        conv_layers=tuple(zip(hf.conv_dim, hf.conv_kernel, hf.conv_stride)),
-        extractor_mode="group_norm" if hf.feat_extract_norm == "group" else "layer_norm",
-        conv_bias=bool(hf.conv_bias),
+        frontend=ConvFrontendConfig(
+            layers=tuple(zip(hf.conv_dim, hf.conv_kernel, hf.conv_stride)),
+            mode="group_norm" if hf.feat_extract_norm == "group" else "layer_norm",
+            bias=bool(hf.conv_bias),
+        ),
         dim=hf.hidden_size,
         num_layers=hf.num_hidden_layers,
         num_heads=hf.num_attention_heads,
@@ -197,14 +201,15 @@ def read_hf(folder: str | Path) -> Imported:
 def config_to_hf(family: str, cfg: Any, *, architecture: str) -> dict[str, Any]:
     """The fields of transformers' config class (Wav2Vec2Config, HubertConfig, WavLMConfig) for our config."""
     enc: EncoderConfig = cfg.encoder
+    conv = conv_frontend(enc.frontend, target="transformers")
     fields: dict[str, Any] = dict(
         architectures=[architecture],
-        feat_extract_norm="group" if enc.extractor_mode == "group_norm" else "layer",
+        feat_extract_norm="group" if conv.mode == "group_norm" else "layer",
         feat_extract_activation="gelu",
-        conv_dim=[c for c, _, _ in enc.conv_layers],
-        conv_kernel=[k for _, k, _ in enc.conv_layers],
-        conv_stride=[s for _, _, s in enc.conv_layers],
-        conv_bias=enc.conv_bias,
+        conv_dim=[c for c, _, _ in conv.layers],
+        conv_kernel=[k for _, k, _ in conv.layers],
+        conv_stride=[s for _, _, s in conv.layers],
+        conv_bias=conv.bias,
         hidden_size=enc.dim,
         num_hidden_layers=enc.num_layers,
         num_attention_heads=enc.num_heads,
@@ -265,6 +270,6 @@ def write_hf(family: str, cfg: Any, state: dict[str, Tensor], folder: Path, *, f
         sampling_rate=SAMPLE_RATE,
         padding_value=0.0,
         do_normalize=False,  # our pipeline feeds waveforms as they are
-        return_attention_mask=cfg.encoder.extractor_mode == "layer_norm",  # group norm spans padding (as HF's base)
+        return_attention_mask=cfg.encoder.frontend.mode == "layer_norm",  # group norm spans padding (as HF's base)
     ).save_pretrained(folder)
     return dropped

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ssl_audio.nn.conv_extractor import ConvFrontendConfig
+
 # (our key prefix, their key prefix or prefixes); "{i}" stands for a layer index. A prefix ending in "." maps a
 # whole module; any other row maps exactly one key.
 KeyTable = list[tuple[str, str | tuple[str, ...]]]
@@ -139,3 +141,11 @@ def rename_weight_norm(state: dict[str, Tensor], *, legacy: bool) -> dict[str, T
         rename = next(((old, new) for old, new in renames if key.endswith(old)), None)
         out[key[: -len(rename[0])] + rename[1] if rename else key] = value
     return out
+
+
+def conv_frontend(frontend: object, *, target: str) -> ConvFrontendConfig:
+    """The conv stack's config; fairseq, transformers and torchaudio models have no other waveform front-end."""
+    if not isinstance(frontend, ConvFrontendConfig):
+        kind = getattr(frontend, "kind", type(frontend).__name__)
+        raise ValueError(f"{target} models take a conv front-end; this model's is {kind!r}: it cannot be exported")
+    return frontend

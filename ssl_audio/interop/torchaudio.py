@@ -12,9 +12,18 @@ import torchaudio.models
 from torch import Tensor, nn
 
 from ssl_audio.interop.imported import Imported, preset
-from ssl_audio.interop.keymap import TRANSFORMERS_NAMES, KeyTable, encoder_table, export, fuse, translate
+from ssl_audio.interop.keymap import (
+    TRANSFORMERS_NAMES,
+    KeyTable,
+    conv_frontend,
+    encoder_table,
+    export,
+    fuse,
+    translate,
+)
 from ssl_audio.interop.unpickle import load_torch_file
 from ssl_audio.models.encoder import Encoder, EncoderConfig
+from ssl_audio.nn.conv_extractor import ConvFrontendConfig
 
 # torchaudio ported transformers' modules: the same names, with the feature projection and the transformer
 # nested in an `encoder`. Its WavLM attention wraps torch's MultiheadAttention, whose q, k, v are one tensor.
@@ -62,9 +71,11 @@ def config_from_torchaudio(model: nn.Module) -> EncoderConfig:
     attention = layer.attention
     wavlm = hasattr(attention, "rel_attn_embed")
     return EncoderConfig(
-        conv_layers=tuple((b.conv.out_channels, b.kernel_size, b.stride) for b in blocks),
-        extractor_mode="layer_norm" if all(b.layer_norm is not None for b in blocks) else "group_norm",
-        conv_bias=blocks[0].conv.bias is not None,
+        frontend=ConvFrontendConfig(
+            layers=tuple((b.conv.out_channels, b.kernel_size, b.stride) for b in blocks),
+            mode="layer_norm" if all(b.layer_norm is not None for b in blocks) else "group_norm",
+            bias=blocks[0].conv.bias is not None,
+        ),
         dim=attention.embed_dim,
         num_layers=len(transformer.layers),
         num_heads=attention.num_heads,
@@ -94,10 +105,11 @@ def from_torchaudio(model: nn.Module) -> Encoder:
 def to_torchaudio(encoder: Encoder) -> nn.Module:
     """Our Encoder as a torchaudio Wav2Vec2Model, weights included."""
     cfg = encoder.cfg
+    conv = conv_frontend(cfg.frontend, target="torchaudio")
     common = dict(
-        extractor_mode=cfg.extractor_mode,
-        extractor_conv_layer_config=list(cfg.conv_layers),
-        extractor_conv_bias=cfg.conv_bias,
+        extractor_mode=conv.mode,
+        extractor_conv_layer_config=list(conv.layers),
+        extractor_conv_bias=conv.bias,
         encoder_embed_dim=cfg.dim,
         encoder_projection_dropout=cfg.projection_dropout,
         encoder_pos_conv_kernel=cfg.pos_conv_kernel,

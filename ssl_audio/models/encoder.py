@@ -1,26 +1,20 @@
 """The trunk every family shares, and the `Encoder` view of it: waveform -> hidden states per layer.
 
-Shapes: B batch, S samples, T frames, C extractor channels, D model width.
+Shapes: B batch, S samples, T frames, C front-end channels, D model width.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
 from ssl_audio.checks import fail, require_count, require_probability
 from ssl_audio.nn.attention import RelativePositionBias, SelfAttention
-from ssl_audio.nn.conv_extractor import (
-    BASE_CONV_LAYERS,
-    ConvFeatureExtractor,
-    ConvLayer,
-    ExtractorMode,
-    FeatureProjection,
-    padding_mask,
-    scale_grad,
-)
+from ssl_audio.nn.conv_extractor import ConvFrontendConfig, FeatureProjection, padding_mask, scale_grad
+from ssl_audio.nn.frontend import Frontend
+from ssl_audio.nn.frontends import FrontendConfig, build_frontend
 from ssl_audio.nn.transformer import ConvPositionalEmbedding, EncoderLayer, FeedForward, TransformerEncoder
 
 
@@ -28,9 +22,7 @@ from ssl_audio.nn.transformer import ConvPositionalEmbedding, EncoderLayer, Feed
 class EncoderConfig:
     """Architecture of the trunk. Defaults: wav2vec 2.0 / HuBERT BASE (fairseq, torchaudio)."""
 
-    conv_layers: tuple[ConvLayer, ...] = BASE_CONV_LAYERS  # (channels, kernel, stride) per layer
-    extractor_mode: ExtractorMode = "group_norm"  # BASE: group_norm; LARGE: layer_norm
-    conv_bias: bool = False  # BASE: False; LARGE: True
+    frontend: FrontendConfig = field(default_factory=ConvFrontendConfig)  # tagged by `kind` (nn/frontends.py)
     dim: int = 768  # model width D
     num_layers: int = 12
     num_heads: int = 12
@@ -48,9 +40,7 @@ class EncoderConfig:
     layerdrop: float = 0.05  # wav2vec 2.0 BASE pretraining: 0.05; HuBERT BASE: 0.05
 
     def __post_init__(self) -> None:
-        if not self.conv_layers:
-            fail(self, "conv_layers", "must hold at least one (channels, kernel, stride) layer, got none")
-        require_count(self, "conv_layers", "dim", "num_layers", "num_heads", "ffn_dim", "pos_conv_kernel")
+        require_count(self, "dim", "num_layers", "num_heads", "ffn_dim", "pos_conv_kernel")
         require_count(self, "pos_conv_groups", "num_buckets", "max_distance")
         for name in ("num_heads", "pos_conv_groups"):  # attention heads and conv groups split the width evenly
             if self.dim % getattr(self, name):
@@ -60,12 +50,9 @@ class EncoderConfig:
         )
 
     @property
-    def frame_stride(self) -> int:
-        """Samples per frame (320 for the standard extractor: 50 Hz at 16 kHz)."""
-        stride = 1
-        for _, _, s in self.conv_layers:
-            stride *= s
-        return stride
+    def hop(self) -> int:
+        """Samples per frame, from the front-end's config (320 for the standard conv stack: 50 Hz at 16 kHz)."""
+        return self.frontend.hop
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,21 +97,46 @@ class Extracted:
 
 
 class Encoder(nn.Module):
-    """Conv extractor + feature projection + transformer: no masking, no heads.
+    """Front-end + feature projection + transformer: no masking, no heads.
 
-    Families hold one and call its parts in turn (extract, project, mask, transform); clustering and
-    probing call it whole.
+    Families hold one and call its parts in turn (extract, mask, transform); clustering and probing call it
+    whole. The front-end is built from `cfg.frontend` here, or handed in (it must match the config's framing).
+    The attribute keeps the name `extractor` so state-dict keys stay `encoder.extractor.*`.
     """
 
-    def __init__(self, cfg: EncoderConfig) -> None:
+    def __init__(self, cfg: EncoderConfig, *, frontend: Frontend | None = None) -> None:
         super().__init__()
         self.cfg = cfg
-        self.extractor = ConvFeatureExtractor(cfg.conv_layers, mode=cfg.extractor_mode, bias=cfg.conv_bias)
+        self.extractor = build_frontend(cfg.frontend) if frontend is None else frontend
+        if (self.extractor.hop, self.extractor.window) != (cfg.frontend.hop, cfg.frontend.window):
+            raise ValueError(
+                f"front-end {type(self.extractor).__name__} frames with hop {self.extractor.hop}, window "
+                f"{self.extractor.window}; the config says hop {cfg.frontend.hop}, window {cfg.frontend.window}"
+            )
         self.projection = FeatureProjection(self.extractor.out_channels, cfg.dim, cfg.projection_dropout)
         self.transformer = build_transformer(cfg)
 
+    @property
+    def frontend(self) -> Frontend:
+        return self.extractor
+
+    @property
+    def hop(self) -> int:
+        """Samples between frames."""
+        return self.extractor.hop
+
+    @property
+    def window(self) -> int:
+        """Samples one frame sees."""
+        return self.extractor.window
+
+    @property
+    def min_samples(self) -> int:
+        """The shortest input that yields a frame."""
+        return self.extractor.min_samples
+
     def extract(self, wave: Tensor, lengths: Tensor | None = None, *, grad_mult: float = 1.0) -> Extracted:
-        """Conv features, their penalty and projection. `grad_mult` scales the extractor's gradient
+        """Front-end features, their penalty and projection. `grad_mult` scales the front-end's gradient
         (wav2vec 2.0's feature_grad_mult; 0 freezes it and skips its backward entirely)."""
         if grad_mult > 0:
             features, frame_lengths = self.extractor(wave, lengths)
@@ -140,7 +152,8 @@ class Encoder(nn.Module):
 
     def forward(self, wave: Tensor, lengths: Tensor | None = None, *, num_layers: int | None = None) -> EncoderOutput:
         """(B, S) waveforms and (B,) sample lengths -> hidden states of every layer up to `num_layers`."""
-        features, frame_lengths = self.extractor(wave, lengths)  # (B, T, C)
-        pad = None if frame_lengths is None else padding_mask(frame_lengths, features.shape[1])
-        out = self.transformer(self.projection(features), pad, num_layers=num_layers)
-        return EncoderOutput(hidden_states=out.hidden_states, last=out.last, lengths=frame_lengths, padding_mask=pad)
+        front = self.extract(wave, lengths)
+        out = self.transformer(front.projected, front.padding_mask, num_layers=num_layers)
+        return EncoderOutput(
+            hidden_states=out.hidden_states, last=out.last, lengths=front.lengths, padding_mask=front.padding_mask
+        )

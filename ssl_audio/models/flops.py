@@ -21,19 +21,14 @@ TRAINING_FACTOR = 3  # forward + backward (twice the forward)
 
 
 def extractor_flops(cfg: EncoderConfig, samples: int) -> tuple[float, int]:
-    """FLOPs of the conv stack on one utterance of `samples`, and the frames it yields."""
-    flops, length, channels_in = 0.0, samples, 1
-    for channels, kernel, stride in cfg.conv_layers:
-        length = max((length - kernel) // stride + 1, 0)
-        flops += 2.0 * channels_in * kernel * channels * length
-        channels_in = channels
-    return flops, length
+    """FLOPs of the front-end on one utterance of `samples`, and the frames it yields (its config counts them)."""
+    return cfg.frontend.flops(samples)
 
 
 def transformer_flops(cfg: EncoderConfig, frames: int) -> float:
     """Feature projection, positional convolution and every layer on one utterance of `frames`."""
     dim, t = cfg.dim, frames
-    channels = cfg.conv_layers[-1][0]
+    channels = cfg.frontend.out_channels
     flops = 2.0 * channels * dim * t  # feature projection
     pos_frames = t + 2 * (cfg.pos_conv_kernel // 2) - cfg.pos_conv_kernel + 1  # an even kernel gives one extra
     flops += 2.0 * dim * (dim // cfg.pos_conv_groups) * cfg.pos_conv_kernel * pos_frames
@@ -56,7 +51,7 @@ def head_flops(cfg: HubertConfig | Wav2Vec2Config, frames: int, masked: float) -
         sets = len(cfg.num_classes) if cfg.untie_final_proj else 1
         projection = 2.0 * frames * dim * cfg.final_dim * sets
         return projection + sum(2.0 * frames * cfg.final_dim * n for n in cfg.num_classes)  # logits on every frame
-    q, channels = cfg.quantizer, cfg.encoder.conv_layers[-1][0]
+    q, channels = cfg.quantizer, cfg.encoder.frontend.out_channels
     quantizer = 2.0 * masked * channels * q.num_groups * q.num_entries  # codeword logits
     quantizer += 2.0 * masked * q.num_entries * q.code_dim  # one-hot times codebook
     projections = 2.0 * masked * (q.code_dim + dim) * cfg.final_dim  # targets and context into F

@@ -18,6 +18,7 @@ from ssl_audio.models.encoder import Encoder, EncoderConfig
 from ssl_audio.models.output import Output
 from ssl_audio.models.step_context import EVAL, StepContext
 from ssl_audio.models.wav2vec2 import tiny_encoder  # the demo trunk, shared by every family's tiny preset
+from ssl_audio.nn.conv_extractor import ConvFrontendConfig
 from ssl_audio.nn.masking import MaskingConfig, SpanMasker
 
 COSINE_EPS = 1e-8  # as torch.cosine_similarity
@@ -74,7 +75,7 @@ class Hubert(nn.Module):
 
     @property
     def frame_rate(self) -> float:
-        return SAMPLE_RATE / self.cfg.encoder.frame_stride
+        return SAMPLE_RATE / self.cfg.encoder.hop
 
     def forward(
         self,
@@ -142,7 +143,7 @@ def hubert_large(num_classes: tuple[int, ...] = (500,), label_rate: float = 50.0
     """LARGE (fairseq hubert_large_ll60k.yaml): layer_norm extractor, pre-LN, 24 x 1024."""
     return HubertConfig(
         encoder=EncoderConfig(
-            extractor_mode="layer_norm", conv_bias=False, dim=1024, num_layers=24, num_heads=16, ffn_dim=4096,
+            frontend=ConvFrontendConfig(mode="layer_norm"), dim=1024, num_layers=24, num_heads=16, ffn_dim=4096,
             pre_ln=True, dropout=0.0, attention_dropout=0.1, projection_dropout=0.0, layerdrop=0.1,
         ),
         num_classes=num_classes,

@@ -15,6 +15,7 @@ from torch import nn
 
 from ssl_audio.configs import from_dict, parse_yaml, to_dict, yaml_reason
 from ssl_audio.models.encoder import Encoder
+from ssl_audio.models.migrate import migrate_model_config
 from ssl_audio.models.registry import FAMILIES, ModelConfig, build_model, is_complete, lay_over
 from ssl_audio.step_folder import CONFIG_FILE, load_checkpoint, read_meta
 
@@ -71,12 +72,13 @@ def model_section(config_text: str, *, source: str) -> ModelConfig:
     try:
         model = from_dict(values.get("model", {}) if isinstance(values, dict) else {}, schema=ModelConfig)
         family = FAMILIES[model.family]
+        model = replace(model, config=migrate_model_config(model.config))
         if is_complete(model.config, family.config_class):
             return model
         legacy = LEGACY_PRESETS[model.family]
         if model.preset not in legacy:
             raise ValueError(f"config key 'model.preset': {model.family} had presets {sorted(legacy)}")
-        values = lay_over(legacy[model.preset], model.config)
+        values = migrate_model_config(lay_over(migrate_model_config(legacy[model.preset]), model.config))
         return replace(model, config=to_dict(from_dict(values, schema=family.config_class)))
     except ValueError as err:
         raise ValueError(f"{source}: {err}") from None

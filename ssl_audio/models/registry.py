@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from ssl_audio.configs import from_dict, to_dict
 from ssl_audio.models import hubert, wav2vec2, wavlm
+from ssl_audio.models.migrate import migrate_model_config
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -174,6 +175,7 @@ def family_config(model: ModelConfig) -> Any:
 
     A complete `model.config` (every field, as step folders record it) is the config itself: no preset is read."""
     family = FAMILIES[model.family]
+    model = replace(model, config=migrate_model_config(model.config))
     if is_complete(model.config, family.config_class):
         base: dict = {}
     elif model.preset not in family.presets:

@@ -15,6 +15,7 @@ from ssl_audio.checks import require_count, require_non_negative, require_positi
 from ssl_audio.models.encoder import Encoder, EncoderConfig
 from ssl_audio.models.output import Output
 from ssl_audio.models.step_context import EVAL, StepContext
+from ssl_audio.nn.conv_extractor import ConvFrontendConfig
 from ssl_audio.nn.masking import MaskingConfig, SpanMasker
 from ssl_audio.nn.quantizer import GumbelVectorQuantizer, QuantizerConfig, diversity_loss
 
@@ -87,7 +88,7 @@ class Wav2Vec2(nn.Module):
         self.cfg = cfg
         self.encoder = Encoder(cfg.encoder)
         self.masker = SpanMasker(cfg.encoder.dim, cfg.masking)
-        self.quantizer = GumbelVectorQuantizer(self.encoder.extractor.out_channels, cfg.quantizer)
+        self.quantizer = GumbelVectorQuantizer(self.encoder.frontend.out_channels, cfg.quantizer)
         self.feature_dropout = nn.Dropout(cfg.feature_dropout)
         self.project_targets = nn.Linear(cfg.quantizer.code_dim, cfg.final_dim)
         self.project_context = nn.Linear(cfg.encoder.dim, cfg.final_dim)
@@ -147,8 +148,9 @@ def wav2vec2_large() -> Wav2Vec2Config:
     """LARGE as pretrained on LibriVox (fairseq wav2vec2_large_librivox.yaml)."""
     return Wav2Vec2Config(
         encoder=EncoderConfig(
-            extractor_mode="layer_norm", conv_bias=True, dim=1024, num_layers=24, num_heads=16, ffn_dim=4096,
-            pre_ln=True, dropout=0.0, attention_dropout=0.0, projection_dropout=0.0, layerdrop=0.0,
+            frontend=ConvFrontendConfig(mode="layer_norm", bias=True),
+            dim=1024, num_layers=24, num_heads=16, ffn_dim=4096, pre_ln=True,
+            dropout=0.0, attention_dropout=0.0, projection_dropout=0.0, layerdrop=0.0,
         ),
         quantizer=QuantizerConfig(code_dim=768, temp_end=0.1),
         final_dim=768,
@@ -161,7 +163,7 @@ def wav2vec2_large() -> Wav2Vec2Config:
 def tiny_encoder(**changes: object) -> EncoderConfig:
     """A trunk small enough to pretrain on 2 CPU cores in minutes (the demo recipes)."""
     base = dict(
-        conv_layers=((64, 10, 5), (64, 3, 2), (64, 3, 2), (64, 3, 2), (64, 3, 2), (64, 2, 2), (64, 2, 2)),
+        frontend=ConvFrontendConfig(layers=((64, 10, 5),) + ((64, 3, 2),) * 4 + ((64, 2, 2),) * 2),
         dim=96, num_layers=4, num_heads=4, ffn_dim=384, pos_conv_kernel=32, pos_conv_groups=4,
         dropout=0.05, attention_dropout=0.05, projection_dropout=0.05, layerdrop=0.0,
     )  # fmt: skip

@@ -10,6 +10,7 @@ from dataclasses import replace
 
 from ssl_audio.models.encoder import EncoderConfig
 from ssl_audio.models.hubert import Hubert, HubertConfig, hubert_base, hubert_tiny
+from ssl_audio.nn.conv_extractor import ConvFrontendConfig
 
 WavLM = Hubert  # same objective and heads; the difference is the encoder configuration
 
@@ -32,7 +33,7 @@ def wavlm_base_plus(num_classes: tuple[int, ...] = (500,), label_rate: float = 5
 def wavlm_large(num_classes: tuple[int, ...] = (500,), label_rate: float = 50.0) -> HubertConfig:
     """WavLM LARGE (torchaudio wavlm_large): layer_norm extractor without conv bias, pre-LN, 24 x 1024."""
     encoder = EncoderConfig(
-        extractor_mode="layer_norm", conv_bias=False, dim=1024, num_layers=24, num_heads=16, ffn_dim=4096,
+        frontend=ConvFrontendConfig(mode="layer_norm"), dim=1024, num_layers=24, num_heads=16, ffn_dim=4096,
         pre_ln=True, dropout=0.1, attention_dropout=0.1, projection_dropout=0.1, layerdrop=0.05,
     )  # fmt: skip
     return _with_relative_bias(

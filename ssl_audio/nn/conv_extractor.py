@@ -1,19 +1,72 @@
-"""The convolutional feature extractor: raw waveform -> frames at ~50 Hz.
+"""The convolutional feature extractor: raw waveform -> frames at ~50 Hz (the waveform front-end).
 
 Shapes: B batch, S samples, T frames, C channels.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
+from ssl_audio.checks import fail, require_count
+from ssl_audio.nn.frontend import Frontend
+
 ConvLayer = tuple[int, int, int]  # (channels, kernel, stride)
 # wav2vec 2.0 / HuBERT / WavLM: 7 layers, 512 channels, total stride 320 (20 ms), receptive field 400 (25 ms).
 BASE_CONV_LAYERS: tuple[ConvLayer, ...] = ((512, 10, 5),) + ((512, 3, 2),) * 4 + ((512, 2, 2),) * 2
 ExtractorMode = Literal["group_norm", "layer_norm"]
+
+
+def _receptive_field(layers: tuple[ConvLayer, ...]) -> int:
+    field, jump = 1, 1
+    for _, kernel, stride in layers:
+        field += (kernel - 1) * jump
+        jump *= stride
+    return field
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConvFrontendConfig:
+    """The waveform front-end. Defaults: wav2vec 2.0 / HuBERT BASE (fairseq, torchaudio)."""
+
+    kind: Literal["conv"] = "conv"
+    layers: tuple[ConvLayer, ...] = BASE_CONV_LAYERS  # (channels, kernel, stride) per layer
+    mode: ExtractorMode = "group_norm"  # BASE: group_norm; LARGE: layer_norm
+    bias: bool = False  # conv bias. BASE: False; LARGE: True
+
+    def __post_init__(self) -> None:
+        if not self.layers:
+            fail(self, "layers", "must hold at least one (channels, kernel, stride) layer, got none")
+        require_count(self, "layers")
+
+    @property
+    def out_channels(self) -> int:
+        return self.layers[-1][0]
+
+    @property
+    def hop(self) -> int:
+        """Samples per frame: the product of the strides (320: 50 Hz at 16 kHz)."""
+        stride = 1
+        for _, _, s in self.layers:
+            stride *= s
+        return stride
+
+    @property
+    def window(self) -> int:
+        """The receptive field in samples (400: 25 ms)."""
+        return _receptive_field(self.layers)
+
+    def flops(self, samples: int) -> tuple[float, int]:
+        """FLOPs of the stack on one input of `samples` (two per multiply-add), and the frames it yields."""
+        flops, length, channels_in = 0.0, samples, 1
+        for channels, kernel, stride in self.layers:
+            length = max((length - kernel) // stride + 1, 0)
+            flops += 2.0 * channels_in * kernel * channels * length
+            channels_in = channels
+        return flops, length
 
 
 class _ScaleGrad(torch.autograd.Function):
@@ -59,7 +112,7 @@ class ConvBlock(nn.Module):
         return nn.functional.gelu(x)
 
 
-class ConvFeatureExtractor(nn.Module):
+class ConvFeatureExtractor(Frontend):
     """Stacked strided convolutions.
 
     `mode="group_norm"` (BASE): a per-channel GroupNorm on the first layer only, no conv bias.
@@ -90,13 +143,28 @@ class ConvFeatureExtractor(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.out_channels = in_channels
 
+    @classmethod
+    def from_config(cls, cfg: ConvFrontendConfig) -> ConvFeatureExtractor:
+        return cls(cfg.layers, mode=cfg.mode, bias=cfg.bias)
+
+    @property
+    def _layers(self) -> tuple[ConvLayer, ...]:
+        return tuple((b.conv.out_channels, b.kernel, b.stride) for b in self.blocks)
+
+    @property
+    def hop(self) -> int:
+        stride = 1
+        for block in self.blocks:
+            stride *= block.stride
+        return stride
+
+    @property
+    def window(self) -> int:
+        return _receptive_field(self._layers)
+
     @property
     def receptive_field(self) -> int:
-        field, jump = 1, 1
-        for block in self.blocks:
-            field += (block.kernel - 1) * jump
-            jump *= block.stride
-        return field
+        return self.window
 
     def output_lengths(self, lengths: Tensor) -> Tensor:
         """Frames each input length yields: floor((S - K) / stride) + 1 per layer, never negative."""
@@ -109,8 +177,8 @@ class ConvFeatureExtractor(nn.Module):
         """(B, S) waveforms -> (B, T, C) features and (B,) frame lengths (None when `lengths` is None)."""
         if wave.ndim != 2:
             raise ValueError(f"expected waveforms of shape (batch, samples), got {tuple(wave.shape)}")
-        if wave.shape[1] < self.receptive_field:
-            raise ValueError(f"waveforms have {wave.shape[1]} samples, fewer than one frame ({self.receptive_field})")
+        if wave.shape[1] < self.window:
+            raise ValueError(f"waveforms have {wave.shape[1]} samples, fewer than one frame ({self.window})")
         x = wave.unsqueeze(1)  # (B, 1, S)
         for block in self.blocks:
             x = block(x)

@@ -122,8 +122,8 @@ def encoder_featurizer(encoder: Encoder, *, name: str, ident: str, device: str |
         frames_fn=frames,
         num_layers=encoder.cfg.num_layers + 1,
         dim=encoder.cfg.dim,
-        window=encoder.extractor.receptive_field,
-        hop=encoder.cfg.frame_stride,
+        window=encoder.window,
+        hop=encoder.hop,
         module=encoder,
     )
 

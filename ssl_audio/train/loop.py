@@ -23,12 +23,12 @@ import yaml
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, broadcast_object_list
 
-from ssl_audio.audio import SAMPLE_RATE
+from ssl_audio.audio import MIN_SAMPLES, SAMPLE_RATE
 from ssl_audio.configs import save_config, to_dict
 from ssl_audio.data.collate import Batch
 from ssl_audio.data.labels import load_labels
 from ssl_audio.data.loader import ResumableLoader, set_epoch
-from ssl_audio.data.manifest import has_split, load_split
+from ssl_audio.data.manifest import Manifest, has_split, load_split
 from ssl_audio.data.mixing import Mixer
 from ssl_audio.data.pipeline import make_loader
 from ssl_audio.models.flops import TRAINING_FACTOR, forward_flops
@@ -90,6 +90,25 @@ def forward_batch(
     """Run a batch through any family (through the DDP wrapper, so its hooks fire)."""
     context = StepContext(step=step, generator=generator, layerdrop_seed=layerdrop_seed)
     return model(**family.inputs(batch), context=context)
+
+
+def check_input_lengths(min_samples: int, max_samples: int, manifests: list[Manifest | None]) -> None:
+    """Every crop and every utterance must give the front-end at least one frame (a longer window than the
+    data pipeline's 25 ms floor, e.g. a patch front-end, needs longer audio)."""
+    if max_samples < min_samples:
+        raise ValueError(
+            f"config key 'data.max_samples': {max_samples} is shorter than one frame of the model's front-end "
+            f"({min_samples} samples)"
+        )
+    for manifest in manifests:
+        if manifest is None or min_samples <= MIN_SAMPLES:
+            continue  # the manifest's own floor already guarantees a frame
+        short = next((i for i, n in enumerate(manifest.num_samples) if n < min_samples), None)
+        if short is not None:
+            raise ValueError(
+                f"{manifest.audio_path(short)}: {manifest.num_samples[short]} samples, fewer than one frame of the "
+                f"model's front-end ({min_samples}); remove such rows from the manifest"
+            )
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -167,6 +186,7 @@ def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> Tr
     grad_accum = cfg.train.grad_accum
     if cfg.train.target_seconds_per_update is not None:
         grad_accum = max(1, math.ceil(cfg.train.target_seconds_per_update / (data.max_batch_seconds * world)))
+    train_manifest = valid_manifest = None
     if data.shard_dir is not None:  # packed tar shards: one open per shard, no stat() per file on every rank
         labels = list(data.train_labels) or None  # packed with the shards, by their files' names
         loader = make_loader(data.shard_dir, data, split="train", seed=cfg.seed, rank=rank, world=world)
@@ -187,6 +207,7 @@ def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> Tr
     # Model, optimizer, schedule. Every process builds the same initial weights from the same seed.
     seed_everything(cfg.seed)
     model = build_model(cfg.model)
+    check_input_lengths(model.encoder.min_samples, data.max_samples, [train_manifest, valid_manifest])
     stale = _take_run_folder(run_dir, accelerator, held)
     resumed = load_checkpoint(resume) if resume not in (None, "auto") else find_resume(run_dir) if resume else None
     if resumed is None and cfg.init.checkpoint:

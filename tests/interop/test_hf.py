@@ -14,6 +14,7 @@ from ssl_audio.models.hubert import HubertConfig
 from ssl_audio.models.loading import load_model
 from ssl_audio.models.registry import FAMILIES
 from ssl_audio.models.wav2vec2 import Wav2Vec2Config
+from ssl_audio.nn.conv_extractor import ConvFrontendConfig
 from ssl_audio.nn.quantizer import QuantizerConfig
 
 SMALL = dict(
@@ -94,7 +95,7 @@ def test_import_matches_transformers_every_layer(tmp_path, arch, norm, stable):
     result = convert(tmp_path / "hf", tmp_path / "run")
     model, cfg = load_model(result.path)
     assert cfg.family == next(f for f in ("wav2vec2", "hubert", "wavlm") if arch.lower().startswith(f))
-    assert model.cfg.encoder.pre_ln == stable and model.cfg.encoder.conv_layers == SMALL_CONV
+    assert model.cfg.encoder.pre_ln == stable and model.cfg.encoder.frontend.layers == SMALL_CONV
     expected_fresh = {
         "Wav2Vec2Model": ("project_context", "project_targets", "quantizer"),
         "Wav2Vec2ForPreTraining": (),
@@ -126,7 +127,7 @@ def test_pretraining_heads_match_transformers(tmp_path):
 def ours_random(family: str, *, mode: str, pre_ln: bool) -> Imported:
     """A randomly initialised model of ours with a small config (not read from transformers)."""
     encoder = EncoderConfig(
-        conv_layers=SMALL_CONV, extractor_mode=mode, conv_bias=mode == "layer_norm", dim=64, num_layers=2,
+        frontend=ConvFrontendConfig(layers=SMALL_CONV, mode=mode, bias=mode == "layer_norm"), dim=64, num_layers=2,
         num_heads=4, ffn_dim=128, pre_ln=pre_ln, pos_conv_kernel=16, pos_conv_groups=4, relative_bias=family == "wavlm",
     )  # fmt: skip
     if family == "wav2vec2":

@@ -76,10 +76,11 @@ def test_weight_norm_names_both_ways():
 @pytest.mark.parametrize("mode", ["group_norm", "layer_norm"])
 def test_encoder_table_names_every_torchaudio_parameter_once(mode, relative_bias):
     """Oracle: the parameter names of torchaudio's own model of the same architecture."""
-    cfg = replace(tiny_encoder(), extractor_mode=mode, conv_bias=mode == "layer_norm", relative_bias=relative_bias)
+    front = replace(tiny_encoder().frontend, mode=mode, bias=mode == "layer_norm")
+    cfg = replace(tiny_encoder(), frontend=front, relative_bias=relative_bias)
     ours = Encoder(cfg).state_dict()
     kwargs = dict(
-        extractor_mode=mode, extractor_conv_layer_config=list(cfg.conv_layers), extractor_conv_bias=cfg.conv_bias,
+        extractor_mode=mode, extractor_conv_layer_config=list(front.layers), extractor_conv_bias=front.bias,
         encoder_embed_dim=cfg.dim, encoder_projection_dropout=0.0, encoder_pos_conv_kernel=cfg.pos_conv_kernel,
         encoder_pos_conv_groups=cfg.pos_conv_groups, encoder_num_layers=cfg.num_layers,
         encoder_num_heads=cfg.num_heads, encoder_attention_dropout=0.0, encoder_ff_interm_features=cfg.ffn_dim,

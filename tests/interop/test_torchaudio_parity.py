@@ -14,6 +14,7 @@ from torchaudio.models import wavlm_model as ta_wavlm_model
 
 from ssl_audio.interop.torchaudio import config_from_torchaudio, from_torchaudio, to_torchaudio
 from ssl_audio.models.encoder import Encoder, EncoderConfig
+from ssl_audio.nn.conv_extractor import ConvFrontendConfig
 
 SMALL_CONV = [(32, 10, 5), (32, 3, 2), (32, 3, 2), (32, 3, 2), (32, 3, 2), (32, 2, 2), (32, 2, 2)]
 LENGTHS = torch.tensor([16_000, 11_000, 7_000])  # a padded batch of unequal lengths
@@ -135,8 +136,8 @@ def test_wavlm_group_norm_equal_lengths_matches_torchaudio():
 @pytest.mark.parametrize("wavlm", [False, True])
 def test_round_trip_to_torchaudio_is_exact(wavlm):
     cfg = EncoderConfig(
-        conv_layers=tuple(SMALL_CONV), dim=64, num_layers=2, num_heads=4, ffn_dim=128, pos_conv_kernel=16,
-        pos_conv_groups=4, relative_bias=wavlm,
+        frontend=ConvFrontendConfig(layers=tuple(SMALL_CONV)), dim=64, num_layers=2, num_heads=4, ffn_dim=128,
+        pos_conv_kernel=16, pos_conv_groups=4, relative_bias=wavlm,
     )  # fmt: skip
     ours = randomize(Encoder(cfg))
     back = from_torchaudio(to_torchaudio(ours))
@@ -161,4 +162,4 @@ def test_parameter_counts_equal_torchaudio(builder, cfg, count):
     assert sum(p.numel() for p in reference.parameters()) == count
     assert sum(p.numel() for p in ours.parameters()) == count
     # The architecture read off the reference is the one we built (dropouts aside).
-    assert config_from_torchaudio(reference).conv_layers == cfg.conv_layers
+    assert config_from_torchaudio(reference).frontend == cfg.frontend

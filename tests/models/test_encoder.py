@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
 from ssl_audio.models.encoder import Encoder, EncoderConfig
 from ssl_audio.models.wav2vec2 import tiny_encoder
-from ssl_audio.nn.conv_extractor import BASE_CONV_LAYERS, ConvFeatureExtractor
+from ssl_audio.nn.conv_extractor import BASE_CONV_LAYERS, ConvFeatureExtractor, ConvFrontendConfig
 
+TINY_FRONT = tiny_encoder().frontend
 NO_DROPOUT = dict(dropout=0.0, attention_dropout=0.0, projection_dropout=0.0, activation_dropout=0.0)
 
 
@@ -52,7 +55,9 @@ def test_pre_ln_last_is_final_layer_norm_of_the_last_layer() -> None:
     ("pre_ln", "relative_bias"), [(False, False), (True, False), (False, True)], ids=["post_ln", "pre_ln", "wavlm"]
 )
 def test_padding_invariance_with_layer_norm_extractor(pre_ln: bool, relative_bias: bool) -> None:
-    encoder = _encoder(extractor_mode="layer_norm", conv_bias=True, pre_ln=pre_ln, relative_bias=relative_bias)
+    encoder = _encoder(
+        frontend=replace(TINY_FRONT, mode="layer_norm", bias=True), pre_ln=pre_ln, relative_bias=relative_bias
+    )
     encoder.eval()
     lengths = [16_000, 9_000, 12_345]
     g = torch.Generator().manual_seed(0)
@@ -79,7 +84,7 @@ def test_group_norm_extractor_depends_on_padding_as_fairseq() -> None:
     # BASE's GroupNorm(C, C) after the first conv normalises each channel over the whole padded length (fairseq
     # and torchaudio do the same, and pretrained BASE checkpoints expect it): valid frames of a padded row are not
     # those of the row run alone. Batching BASE models by length (little padding) keeps the effect small.
-    encoder = _encoder(extractor_mode="group_norm").eval()
+    encoder = _encoder(frontend=replace(TINY_FRONT, mode="group_norm")).eval()
     row = torch.randn(9_000, generator=torch.Generator().manual_seed(0))
     batch = torch.zeros(2, 16_000)
     batch[0, :9_000] = row
@@ -127,11 +132,12 @@ def test_layerdrop_is_seeded_and_off_in_eval() -> None:
 
 
 @pytest.mark.parametrize(
-    "layers", [tiny_encoder().conv_layers, tuple((4, k, s) for _, k, s in BASE_CONV_LAYERS)], ids=["tiny", "base"]
+    "layers", [TINY_FRONT.layers, tuple((4, k, s) for _, k, s in BASE_CONV_LAYERS)], ids=["tiny", "base"]
 )
 def test_frame_lengths_formula_equals_conv_output(layers: tuple) -> None:
     extractor = ConvFeatureExtractor(layers)
-    assert extractor.receptive_field == 400
+    assert extractor.window == ConvFrontendConfig(layers=layers).window == 400
+    assert extractor.hop == ConvFrontendConfig(layers=layers).hop == 320
     g = torch.Generator().manual_seed(0)
     samples = [400, 401, 719, 720, 721, 1039, 1040, 1041, 16_000, 16_001] + list(range(450, 3_300, 97))
     samples += torch.randint(3_300, 40_000, (3,), generator=g).tolist()
@@ -146,11 +152,14 @@ def test_frame_lengths_formula_equals_conv_output(layers: tuple) -> None:
     assert counts.tolist() == [49, 34, 1, 0, 0]
 
 
-def test_frame_stride_and_base_defaults() -> None:
-    assert EncoderConfig().frame_stride == 320 and tiny_encoder().frame_stride == 320
+def test_hop_and_base_defaults() -> None:
+    assert EncoderConfig().hop == 320 and tiny_encoder().hop == 320
+    encoder = Encoder(tiny_encoder())
+    assert (encoder.hop, encoder.window, encoder.min_samples) == (320, 400, 400)
     cfg = EncoderConfig()
     assert (cfg.dim, cfg.num_layers, cfg.num_heads, cfg.ffn_dim) == (768, 12, 12, 3072)
-    assert cfg.extractor_mode == "group_norm" and not cfg.pre_ln and not cfg.relative_bias
+    assert cfg.frontend == ConvFrontendConfig(layers=BASE_CONV_LAYERS, mode="group_norm", bias=False)
+    assert not cfg.pre_ln and not cfg.relative_bias
 
 
 def test_forward_returns_lengths_and_padding_mask() -> None:

@@ -13,10 +13,12 @@ from ssl_audio.models.hubert import Hubert, hubert_tiny
 from ssl_audio.models.step_context import StepContext
 from ssl_audio.models.wav2vec2 import Wav2Vec2, tiny_encoder, wav2vec2_tiny
 from ssl_audio.models.wavlm import wavlm_tiny
-from ssl_audio.nn.conv_extractor import BASE_CONV_LAYERS
+from ssl_audio.nn.conv_extractor import BASE_CONV_LAYERS, ConvFrontendConfig
 
 # A trunk with the BASE extractor and two narrow layers: the conv stack's share is as in BASE, and it runs fast.
-BASE_FRONT = tiny_encoder(conv_layers=BASE_CONV_LAYERS, dim=192, num_heads=4, ffn_dim=768, num_layers=2)
+BASE_FRONT = tiny_encoder(
+    frontend=ConvFrontendConfig(layers=BASE_CONV_LAYERS), dim=192, num_heads=4, ffn_dim=768, num_layers=2
+)
 
 
 def configs() -> dict[str, object]:

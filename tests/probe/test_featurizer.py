@@ -76,7 +76,9 @@ def _local_encoder(*, attention: bool) -> Encoder:
     Without attention (its output projection zeroed), every layer is position-wise, so the whole encoder
     has a finite receptive field and chunked encoding with enough context must reproduce it exactly."""
     torch.manual_seed(0)
-    encoder = Encoder(tiny_encoder(extractor_mode="layer_norm", conv_bias=True, **NO_DROPOUT))
+    encoder = Encoder(
+        tiny_encoder(frontend=dataclasses.replace(tiny_encoder().frontend, mode="layer_norm", bias=True), **NO_DROPOUT)
+    )
     if not attention:
         for layer in encoder.transformer.layers:
             nn.init.zeros_(layer.attention.out.weight)

@@ -11,7 +11,6 @@ from torch import Tensor, nn
 
 from ssl_audio.audio import SAMPLE_RATE
 from ssl_audio.models.encoder import EncoderConfig
-from ssl_audio.nn.conv_extractor import ConvFeatureExtractor
 
 Prepare = Callable[[int], object]  # step -> inputs drawn outside the timed region (masks, negatives)
 LossFn = Callable[[int, object], Tensor]  # (step, prepared) -> scalar loss to backprop
@@ -49,9 +48,8 @@ def make_batch(
 
 
 def frame_count(encoder: EncoderConfig, samples: int) -> int:
-    """Frames `encoder`'s extractor makes of `samples` samples."""
-    extractor = ConvFeatureExtractor(encoder.conv_layers, mode=encoder.extractor_mode, bias=encoder.conv_bias)
-    return int(extractor.output_lengths(torch.tensor([samples]))[0])
+    """Frames `encoder`'s front-end makes of `samples` samples."""
+    return encoder.frontend.flops(samples)[1]
 
 
 def no_layerdrop(cfg: C) -> C:

@@ -18,9 +18,9 @@ def encoder_kwargs(enc: EncoderConfig) -> dict[str, Any]:
     if enc.relative_bias:
         raise ValueError("torchaudio's wav2vec2_model has no relative position bias (use its wavlm_model)")
     return dict(
-        extractor_mode=enc.extractor_mode,
-        extractor_conv_layer_config=list(enc.conv_layers),
-        extractor_conv_bias=enc.conv_bias,
+        extractor_mode=enc.frontend.mode,
+        extractor_conv_layer_config=list(enc.frontend.layers),
+        extractor_conv_bias=enc.frontend.bias,
         encoder_embed_dim=enc.dim,
         encoder_projection_dropout=enc.projection_dropout,
         encoder_pos_conv_kernel=enc.pos_conv_kernel,

@@ -1,0 +1,43 @@
+"""The front-end seam: what turns a waveform into the frames the transformer reads.
+
+Every front-end (today the conv stack; log-mel or patch stems beside it) is a `Frontend`: the encoder builds one
+from its tagged config in one place (nn/frontends.py) or is handed one, and every other module asks the encoder
+for `hop`, `window` and `min_samples` instead of assuming a conv stack.
+
+Framing contract (what chunked stitching, label rates and probes rely on): frame t covers the samples
+[t * hop, t * hop + window) of the input, and an input of S samples yields `output_lengths(S)` frames.
+
+Shapes: B batch, S samples, T frames, C front-end channels.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+
+class Frontend(nn.Module):
+    """(B, S) waveforms and (B,) sample lengths -> (B, T, C) features and (B,) frame lengths."""
+
+    out_channels: int  # C, what the feature projection (and wav2vec 2.0's quantiser) reads
+
+    @property
+    def hop(self) -> int:
+        """Samples between consecutive frames (320 for the standard conv stack: 50 Hz at 16 kHz)."""
+        raise NotImplementedError
+
+    @property
+    def window(self) -> int:
+        """Samples one frame sees (the receptive field: 400 for the standard conv stack)."""
+        raise NotImplementedError
+
+    @property
+    def min_samples(self) -> int:
+        """The shortest input that yields one frame."""
+        return self.window
+
+    def output_lengths(self, lengths: Tensor) -> Tensor:
+        """Frames each input length yields, never negative."""
+        raise NotImplementedError
+
+    def forward(self, wave: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        raise NotImplementedError

@@ -1,0 +1,25 @@
+"""The front-end registry: a tagged config (`kind`) -> the module that implements it.
+
+A new front-end is its module (a `Frontend` and its config dataclass with a `kind` literal) plus one entry here;
+`FrontendConfig` is what `EncoderConfig.frontend` accepts, chosen in a recipe by `kind`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ssl_audio.nn.conv_extractor import ConvFeatureExtractor, ConvFrontendConfig
+from ssl_audio.nn.frontend import Frontend
+
+FrontendConfig = ConvFrontendConfig  # a union of the configs below, one per kind
+
+BUILDERS: dict[type, Callable[..., Frontend]] = {
+    ConvFrontendConfig: ConvFeatureExtractor.from_config,
+}
+
+
+def build_frontend(cfg: FrontendConfig) -> Frontend:
+    builder = BUILDERS.get(type(cfg))
+    if builder is None:
+        raise ValueError(f"no front-end is registered for {type(cfg).__name__} (nn/frontends.py)")
+    return builder(cfg)
