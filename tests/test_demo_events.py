@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import time
 from pathlib import Path
@@ -112,3 +113,24 @@ def test_bad_config_and_missing_keywords(tmp_path: Path) -> None:
         EventsConfig(single_per_class={"train": 1, "test": 1}, multi={"train": 0, "test": 1})
     with pytest.raises(ValueError, match="keywords_train.tsv"):
         add_events(tmp_path, seed=0, config=TINY_EVENTS)
+
+
+def _load_corpus_tool():
+    path = Path(__file__).resolve().parents[1] / "tools" / "make_demo_corpus.py"
+    spec = importlib.util.spec_from_file_location("make_demo_corpus", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_tool_adds_the_events_set_to_a_corpus(corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    tool = _load_corpus_tool()
+    with pytest.raises(SystemExit):
+        tool.main(["--out", str(tmp_path), "--events-only"])
+    assert "corpus.json: not found; --events-only needs a corpus built by this tool" in capsys.readouterr().err
+    again = _fake_corpus(tmp_path / "again")
+    (again / "corpus.json").write_text(json.dumps({"seed": 0}), encoding="utf-8")
+    tool.main(["--out", str(again), "--events-only", "--tiny"])  # seeded by corpus.json, as a full build
+    assert "events_multi_test.tsv 8" in capsys.readouterr().out
+    for name in ("events_train.tsv", "events_multi_test.tsv", "events/multi_train/00011.wav"):
+        assert (again / name).read_bytes() == (corpus / name).read_bytes()
