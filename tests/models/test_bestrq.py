@@ -8,6 +8,7 @@ import torch
 
 from ssl_audio.features import logmel_features
 from ssl_audio.models.bestrq import NO_TARGET, BestRq, BestRqConfig, bestrq_tiny, nearest_code
+from ssl_audio.models.encoder import Encoder
 from ssl_audio.models.step_context import StepContext
 from ssl_audio.models.wav2vec2 import tiny_encoder
 from ssl_audio.nn.masking import MaskingConfig
@@ -136,3 +137,16 @@ def test_tiny_preset_and_bad_stride() -> None:
     assert (cfg.codebook_size, cfg.code_dim, cfg.num_codebooks, cfg.encoder.frame_stride) == (256, 16, 1, 320)
     with pytest.raises(ValueError, match="not a multiple of the log-mel hop"):
         BestRqConfig(encoder=tiny_encoder(conv_layers=((64, 10, 5), (64, 3, 2))))
+
+
+def test_targets_follow_the_front_end_hop_and_ignore_autocast(monkeypatch: pytest.MonkeyPatch) -> None:
+    waves = torch.randn(1, 16000, generator=torch.Generator().manual_seed(4))
+    model = BestRq(small())
+    ref = model.targets(waves, None, 49)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # targets are fp32 maths whatever the training precision
+        assert torch.equal(model.targets(waves, None, 49), ref)
+    monkeypatch.setattr(Encoder, "hop", 640, raising=False)  # a front-end at 25 Hz (the seam's `encoder.hop`)
+    slow = BestRq(small())
+    assert slow.stack == 4 and slow.quantizer.projection.shape == (1, 4 * 80, 4)
+    codes = slow.targets(waves, None, 25)  # 98 mel frames = 24 full stacks of 4
+    assert (codes[0, :24] != NO_TARGET).all() and (codes[0, 24:] == NO_TARGET).all()
