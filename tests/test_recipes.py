@@ -24,7 +24,7 @@ def test_recipe_resolves(recipe):
     else:
         cfg = load_config(recipe)
         assert isinstance(cfg, Config)
-        if cfg.model.family == "wav2vec2":  # label-based families get num_classes from their label files
+        if cfg.model.family in ("wav2vec2", "bestrq"):  # label-based families get num_classes from their label files
             family_config(cfg.model)
 
 

@@ -3,6 +3,8 @@
 python tools/make_demo_corpus.py --out data/demo             # ~1 h unlabeled + labelled sets
 python tools/make_demo_corpus.py --out /tmp/tiny --tiny      # a few dozen files, for tests
 python tools/make_demo_corpus.py --out data/demo --noisy-only  # add keywords_test_noisy.tsv to an existing corpus
+python tools/make_demo_corpus.py --out data/demo --events-only # add the audio events set (seconds; events.py)
+python tools/make_demo_corpus.py --out data/demo --events      # a full build with the events set
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import time
 from pathlib import Path
 
 from ssl_audio.demo.corpus import CorpusConfig, add_noisy_keywords, build_corpus, tiny_config
+from ssl_audio.demo.events import DEFAULT_EVENTS, TINY_EVENTS, add_events
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -27,9 +30,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--noisy-only", action="store_true", help="only (re)write keywords_test_noisy.tsv of the corpus in --out"
     )
+    parser.add_argument("--events", action="store_true", help="also build the audio events set")
+    parser.add_argument(
+        "--events-only", action="store_true", help="only (re)write the audio events set of the corpus in --out"
+    )
     args = parser.parse_args(argv)
     if args.noisy_only:
         add_noisy(parser, Path(args.out))
+        return
+    if args.events_only:
+        events(parser, Path(args.out), args.tiny)
         return
 
     config = tiny_config(args.seed) if args.tiny else CorpusConfig(seed=args.seed)
@@ -46,6 +56,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"wrote {args.out}: {sum(summary.files.values())} files ({files})")
     print(f"audio {summary.hours:.2f} h ({minutes}); speakers {summary.speakers}; {len(summary.phones)} phone labels")
     print(f"built in {elapsed:.1f} s with {args.workers} workers")
+    if args.events:
+        events(parser, Path(args.out), args.tiny)
 
 
 def add_noisy(parser: argparse.ArgumentParser, out: Path) -> None:
@@ -60,6 +72,22 @@ def add_noisy(parser: argparse.ArgumentParser, out: Path) -> None:
         parser.error(str(err))
     rows = len(table.read_text(encoding="utf-8").splitlines()) - 1
     print(f"wrote {table} ({rows} noisy keyword files) in {time.perf_counter() - start:.1f} s")
+
+
+def events(parser: argparse.ArgumentParser, out: Path, tiny: bool) -> None:
+    """The audio events set of an existing corpus, seeded by its corpus.json."""
+    info = out / "corpus.json"
+    if not info.is_file():
+        parser.error(f"{info}: not found; --events-only needs a corpus built by this tool")
+    start = time.perf_counter()
+    try:
+        counts = add_events(
+            out, seed=int(json.loads(info.read_text())["seed"]), config=TINY_EVENTS if tiny else DEFAULT_EVENTS
+        )
+    except ValueError as err:  # a missing keyword table or audio file: named in the message
+        parser.error(str(err))
+    tables = ", ".join(f"{name}.tsv {n}" for name, n in counts.items())
+    print(f"wrote the events set under {out}: {tables} clips in {time.perf_counter() - start:.1f} s")
 
 
 if __name__ == "__main__":

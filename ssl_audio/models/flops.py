@@ -13,11 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from ssl_audio.models.bestrq import MEL_BINS, MEL_HOP, MEL_WINDOW, BestRqConfig
 from ssl_audio.models.encoder import EncoderConfig
 from ssl_audio.models.hubert import HubertConfig
 from ssl_audio.models.wav2vec2 import Wav2Vec2Config
 
 TRAINING_FACTOR = 3  # forward + backward (twice the forward)
+FFT_BINS = 257  # kaldi's fbank: a 512-point FFT of each 400-sample window, times the (257, mel) filterbank
 
 
 def extractor_flops(cfg: EncoderConfig, samples: int) -> tuple[float, int]:
@@ -44,9 +46,19 @@ def masked_frames_expected(frames: int, mask_prob: float) -> float:
     return min(frames, mask_prob * frames)
 
 
-def head_flops(cfg: HubertConfig | Wav2Vec2Config, frames: int, masked: float) -> float:
+def bestrq_target_flops(cfg: BestRqConfig, samples: int, frames: int) -> float:
+    """BEST-RQ's targets on one utterance: the mel filterbank product, the projection and the codeword match."""
+    mel_frames = max((samples - MEL_WINDOW) // MEL_HOP + 1, 0)
+    stacked = cfg.encoder.hop // MEL_HOP * MEL_BINS
+    per_frame = 2.0 * cfg.num_codebooks * cfg.code_dim * (stacked + cfg.codebook_size)  # every frame, stack or not
+    return 2.0 * mel_frames * FFT_BINS * MEL_BINS + frames * per_frame
+
+
+def head_flops(cfg: HubertConfig | Wav2Vec2Config | BestRqConfig, frames: int, masked: float) -> float:
     """The objective's projections and logits on one utterance."""
     dim = cfg.encoder.dim
+    if isinstance(cfg, BestRqConfig):  # a softmax head per codebook on the masked frames
+        return 2.0 * masked * dim * cfg.num_codebooks * cfg.codebook_size
     if isinstance(cfg, HubertConfig):
         sets = len(cfg.num_classes) if cfg.untie_final_proj else 1
         projection = 2.0 * frames * dim * cfg.final_dim * sets
@@ -60,7 +72,7 @@ def head_flops(cfg: HubertConfig | Wav2Vec2Config, frames: int, masked: float) -
 
 
 def forward_flops(
-    cfg: HubertConfig | Wav2Vec2Config, sample_lengths: Iterable[int], masked_frames: float | None = None
+    cfg: HubertConfig | Wav2Vec2Config | BestRqConfig, sample_lengths: Iterable[int], masked_frames: float | None = None
 ) -> float:
     """FLOPs of one forward pass over utterances of these lengths (samples).
 
@@ -76,11 +88,13 @@ def forward_flops(
     for conv, t in fronts:
         share = masked_frames * t / total_frames if total_frames else 0.0  # this utterance's masked frames
         flops += conv + transformer_flops(cfg.encoder, t) + head_flops(cfg, t, share)
+    if isinstance(cfg, BestRqConfig):  # its targets are computed from the audio in forward (no gradient)
+        flops += sum(bestrq_target_flops(cfg, s, t) for s, (_, t) in zip(lengths, fronts))
     return flops
 
 
 def training_flops(
-    cfg: HubertConfig | Wav2Vec2Config, sample_lengths: Iterable[int], masked_frames: float | None = None
+    cfg: HubertConfig | Wav2Vec2Config | BestRqConfig, sample_lengths: Iterable[int], masked_frames: float | None = None
 ) -> float:
     """FLOPs of one forward and backward pass (3x the forward)."""
     return TRAINING_FACTOR * forward_flops(cfg, sample_lengths, masked_frames)

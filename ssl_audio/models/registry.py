@@ -14,7 +14,7 @@ from typing import Any, Literal, Protocol
 from torch import Tensor, nn
 
 from ssl_audio.configs import from_dict, to_dict
-from ssl_audio.models import hubert, wav2vec2, wavlm
+from ssl_audio.models import bestrq, hubert, wav2vec2, wavlm
 from ssl_audio.models.migrate import migrate_model_config
 
 
@@ -22,7 +22,7 @@ from ssl_audio.models.migrate import migrate_model_config
 class ModelConfig:
     """Which family, which preset, and overrides of the preset's fields (checked against the family's config)."""
 
-    family: Literal["wav2vec2", "hubert", "wavlm"] = "wav2vec2"
+    family: Literal["wav2vec2", "hubert", "wavlm", "bestrq"] = "wav2vec2"
     preset: str = "base"  # a preset function of the family: base, large, tiny (wavlm: base_plus too)
     config: dict[str, Any] = field(default_factory=dict)  # e.g. {masking: {mask_prob: 0.5}, num_classes: [100]}
 
@@ -93,6 +93,10 @@ def _hubert_chance(cfg: hubert.HubertConfig) -> float:
     return 1.0 / max(cfg.num_classes)  # one of k clusters, the largest label set
 
 
+def _bestrq_chance(cfg: bestrq.BestRqConfig) -> float:
+    return 1.0 / cfg.codebook_size  # one of V codewords
+
+
 def _codebook_floor(cfg: wav2vec2.Wav2Vec2Config, fraction: float) -> float:
     return fraction * cfg.quantizer.num_groups * cfg.quantizer.num_entries
 
@@ -142,6 +146,17 @@ FAMILIES: dict[str, Family] = {
             "large": wavlm.wavlm_large,
             "tiny": wavlm.wavlm_tiny,
         },
+    ),
+    "bestrq": Family(
+        config_class=bestrq.BestRqConfig,
+        presets={"base": bestrq.bestrq_base, "tiny": bestrq.bestrq_tiny},
+        model_class=bestrq.BestRq,
+        inputs=_unlabelled_inputs,  # its targets come from the audio itself
+        resolve=_unchanged,
+        chance=_bestrq_chance,
+        perplexity_floor=_no_codebook,  # nothing learned can collapse: the quantiser is frozen
+        fresh_parts={"reset_heads": ("heads.",)},  # the quantiser's buffers are kept: same targets
+        accuracy_key="accuracy_masked_0",
     ),
 }
 

@@ -95,7 +95,7 @@ def run_probe(
         "label_column": targets.column,
         "num_train": len(train_table),
         "num_test": len(test_table),
-        "headline": task.headline,
+        "headline": outcome.headline or task.headline,
         "metrics": _mean_metrics(outcomes),
         "layer_weights": outcome.layer_weights,
         "losses": outcome.losses,

@@ -38,6 +38,7 @@ class Outcome:
     layer_weights: list[float] | None = None  # softmax weights of a weighted sum
     losses: list[float] = field(default_factory=list)  # mean training loss per epoch
     details: dict[str, Any] = field(default_factory=dict)
+    headline: str | None = None  # the metric to plot when the data chose it (classify, multi-label: mAP)
 
 
 # Every function gets the run's config with epochs, lr and label_column already filled from the record's defaults.

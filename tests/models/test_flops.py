@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from ssl_audio.models.bestrq import BestRq, bestrq_tiny
 from ssl_audio.models.flops import forward_flops, training_flops
 from ssl_audio.models.hubert import Hubert, hubert_tiny
 from ssl_audio.models.step_context import StepContext
@@ -29,6 +30,7 @@ def configs() -> dict[str, object]:
         "hubert-tied": replace(hubert_tiny(), untie_final_proj=False),
         "wavlm": wavlm_tiny(),
         "hubert-base-front": replace(hubert_tiny(), encoder=BASE_FRONT),
+        "bestrq": replace(bestrq_tiny(), num_codebooks=2),
     }
 
 
@@ -38,7 +40,10 @@ def run(cfg: object, samples: int, *, backward: bool) -> tuple[float, float]:
     wave = torch.randn(1, samples)
     lengths = torch.tensor([samples])
     generator = torch.Generator().manual_seed(1)
-    if isinstance(cfg, type(wav2vec2_tiny())):
+    if isinstance(cfg, type(bestrq_tiny())):
+        model = BestRq(cfg).train()
+        call = lambda: model(wave, lengths, context=StepContext(generator=generator))  # noqa: E731
+    elif isinstance(cfg, type(wav2vec2_tiny())):
         model = Wav2Vec2(cfg).train()
         call = lambda: model(wave, lengths, context=StepContext(generator=generator))  # noqa: E731
     else:
@@ -51,7 +56,8 @@ def run(cfg: object, samples: int, *, backward: bool) -> tuple[float, float]:
         out = call()
         if backward:
             out.loss.backward()
-    return float(counter.get_total_flops()), float(out.metrics["masked_frames"])
+    masked = out.sample_size if isinstance(cfg, type(bestrq_tiny())) else out.metrics["masked_frames"]  # head's rows
+    return float(counter.get_total_flops()), float(masked)
 
 
 # Odd lengths check the frame arithmetic; the BASE-extractor cases once each (they are the slow ones).

@@ -50,6 +50,10 @@ def test_record_matches_its_model(name: str) -> None:
         assert family.chance(cfg) == 1 / 21  # tiny: 20 negatives
         assert family.perplexity_floor(cfg, 0.5) == 0.5 * 2 * 64  # tiny: G=2 x V=64
         assert model_cfg.config == TINY_CHANGES  # nothing taken from the labels
+    elif name == "bestrq":
+        assert family.chance(cfg) == 1 / 256  # tiny: V=256
+        assert family.perplexity_floor(cfg, 0.5) is None  # a frozen quantiser cannot collapse
+        assert model_cfg.config == TINY_CHANGES
     else:
         assert cfg.num_classes == (5, 3) and cfg.label_rate == 50.0
         assert family.chance(cfg) == 1 / 5  # the largest label set

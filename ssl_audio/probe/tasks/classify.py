@@ -1,4 +1,5 @@
-"""classify: utterance labels. A linear head on mean+std pooled frames (Adam, cross-entropy); accuracy, macro-F1."""
+"""classify: utterance labels. A linear head on mean+std pooled frames (Adam, cross-entropy); accuracy, macro-F1.
+Multi-label tables (a cell lists classes joined by ";") take the sigmoid head and mAP of tasks/multilabel.py."""
 
 from __future__ import annotations
 
@@ -12,6 +13,12 @@ from ssl_audio.probe.heads import pool_mean_std
 from ssl_audio.probe.metrics import accuracy, macro_f1
 from ssl_audio.probe.task import Outcome, ProbeTask, Targets
 from ssl_audio.probe.tasks.labels import class_index, non_empty, training_classes
+from ssl_audio.probe.tasks.multilabel import (
+    evaluate_multi_label,
+    is_multi_label,
+    is_multi_label_targets,
+    multi_label_targets,
+)
 from ssl_audio.probe.tasks.training import pooled_classifier
 
 
@@ -20,6 +27,8 @@ def targets(cfg: ProbeConfig, featurizer: Featurizer, train: ProbeTable, test: P
     column = cfg.label_column or train.columns[-1]
     if column == PATH_COLUMN:
         raise ValueError(f"{train.source}: no label column besides {PATH_COLUMN!r}; name one with --label-column")
+    if is_multi_label((train, column), (test, column)):
+        return multi_label_targets(train, test, column)
     classes = training_classes(train, column)
     if len(classes) < 2:
         raise ValueError(f"{train.source}: column {column!r} holds a single class {classes[0]!r}")
@@ -36,6 +45,8 @@ def evaluate(
     cfg: ProbeConfig, train: list[np.ndarray], test: list[np.ndarray], targets: Targets, device: torch.device
 ) -> Outcome:
     """Utterance classification from mean+std statistics of every layer, mixed after standardisation."""
+    if is_multi_label_targets(targets):
+        return evaluate_multi_label(cfg, train, test, targets, device)
     x_train = np.stack([pool_mean_std(f) for f in train])  # (N, K, 2D)
     x_test = torch.from_numpy(np.stack([pool_mean_std(f) for f in test])).to(device)
     head, losses = pooled_classifier(cfg, x_train, targets.train, len(targets.names), device)
