@@ -11,9 +11,9 @@ its alignments, log p(y | x) of CTC.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
+import numpy as np
 from torch import Tensor
 
 NEG_INF = float("-inf")
@@ -24,23 +24,6 @@ class CTCHypothesis:
     tokens: tuple[int, ...]  # label ids, blank and repeats already collapsed
     log_prob: float  # log p(tokens | x): the sum over all of its alignments
     score: float  # what the beam was ranked by: log_prob, or log_prob / max(1, len(tokens)) with length_norm
-
-
-def _log_add(a: float, b: float) -> float:
-    """log(exp(a) + exp(b)) without overflow; -inf is the additive zero."""
-    if a == NEG_INF:
-        return b
-    if b == NEG_INF:
-        return a
-    high, low = (a, b) if a >= b else (b, a)
-    return high + math.log1p(math.exp(low - high))
-
-
-def _merge(beams: dict[tuple[int, ...], list[float]], prefix: tuple[int, ...], blank: float, label: float) -> None:
-    """Add alignment mass ending in a blank / in the last label to `prefix` (prefixes reached twice merge)."""
-    entry = beams.setdefault(prefix, [NEG_INF, NEG_INF])
-    entry[0] = _log_add(entry[0], blank)
-    entry[1] = _log_add(entry[1], label)
 
 
 def _check(log_probs: Tensor, length: int | Tensor | None, blank: int) -> int:
@@ -110,35 +93,45 @@ def ctc_prefix_beam_search(
     if token_beam is not None and token_beam < 1:
         raise ValueError(f"token_beam must be >= 1 or None, got {token_beam}")
     valid = _check(log_probs, length, blank)
-    frames = log_probs[:valid].double().tolist()  # python floats: the search is scalar bookkeeping per prefix
-    vocab = log_probs.shape[1]
-    labels_all = [c for c in range(vocab) if c != blank]
-    # prefix -> (log p ending in blank, log p ending in its last label)
-    beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, NEG_INF)}
+    frames = log_probs[:valid].detach().double().cpu().numpy()  # (T, V): the bookkeeping is in fp64
+    label_ids = np.array([c for c in range(log_probs.shape[1]) if c != blank])
+    prefixes: list[tuple[int, ...]] = [()]
+    p_blank = np.zeros(1)  # (N,): log p(alignments of frames so far collapse to the prefix, last frame blank)
+    p_label = np.full(1, NEG_INF)  # (N,): the same, last frame on the prefix's last label
     for row in frames:
-        if token_beam is None:
-            labels = labels_all
-        else:
-            ranked = sorted(labels_all, key=row.__getitem__, reverse=True)
-            labels = ranked[:token_beam]
-        grown: dict[tuple[int, ...], list[float]] = {}
-        for prefix, (p_blank, p_label) in beams.items():
-            total = _log_add(p_blank, p_label)
-            _merge(grown, prefix, total + row[blank], NEG_INF)  # a blank frame keeps the prefix
-            last = prefix[-1] if prefix else None
-            if last is not None:
-                _merge(grown, prefix, NEG_INF, p_label + row[last])  # the last label repeated collapses into itself
-            for c in labels:
-                # after a blank, a repeat of the last label is a new label; right after the label it is not
-                source = p_blank if c == last else total
-                if source != NEG_INF:  # no alignment reaches it (a repeat with no frame left for the blank)
-                    _merge(grown, prefix + (c,), NEG_INF, source + row[c])
-        reachable = [item for item in grown.items() if _log_add(*item[1]) != NEG_INF]  # -inf log-probs (masked ids)
-        ranked_prefixes = sorted(reachable, key=lambda item: _log_add(*item[1]), reverse=True)
-        beams = {prefix: (parts[0], parts[1]) for prefix, parts in ranked_prefixes[:beam]}
+        ids = label_ids if token_beam is None else label_ids[np.argsort(-row[label_ids], kind="stable")[:token_beam]]
+        total = np.logaddexp(p_blank, p_label)
+        last = np.array([prefix[-1] if prefix else -1 for prefix in prefixes], dtype=np.int64)  # (N,), -1: empty
+        stay_blank = total + row[blank]  # a blank frame keeps the prefix
+        stay_label = np.where(last >= 0, p_label + row[np.maximum(last, 0)], NEG_INF)  # a repeat collapses
+        # a new label c: after a blank a repeat of the last label is a new label; right after the label it is not
+        source = np.where(ids[None, :] == last[:, None], p_blank[:, None], total[:, None])  # (N, C)
+        grown = source + row[ids][None, :]  # (N, C)
+        # prefix + c may already be in the beam (as prefix q with parent prefix): merge its mass into q's stay
+        index = {prefix: k for k, prefix in enumerate(prefixes)}
+        column = {c: j for j, c in enumerate(ids.tolist())}
+        for k, prefix in enumerate(prefixes):
+            parent, j = (index.get(prefix[:-1]), column.get(prefix[-1])) if prefix else (None, None)
+            if parent is not None and j is not None:
+                stay_label[k] = np.logaddexp(stay_label[k], grown[parent, j])
+                grown[parent, j] = NEG_INF
+        scores = np.concatenate([np.logaddexp(stay_blank, stay_label), grown.ravel()])  # (N + N·C,)
+        order = np.argsort(-scores, kind="stable")[:beam]
+        order = order[np.isfinite(scores[order])]  # -inf: unreachable (masked ids, no frame left for a blank)
+        kept, blanks, labels = [], [], []
+        for position in order.tolist():
+            if position < len(prefixes):
+                kept.append(prefixes[position])
+                blanks.append(stay_blank[position])
+                labels.append(stay_label[position])
+            else:
+                k, j = divmod(position - len(prefixes), len(ids))
+                kept.append(prefixes[k] + (int(ids[j]),))
+                blanks.append(NEG_INF)
+                labels.append(grown[k, j])
+        prefixes, p_blank, p_label = kept, np.array(blanks), np.array(labels)
     hypotheses = []
-    for prefix, parts in beams.items():
-        log_prob = _log_add(*parts)
+    for prefix, log_prob in zip(prefixes, np.logaddexp(p_blank, p_label).tolist()):
         score = log_prob / max(1, len(prefix)) if length_norm else log_prob
         hypotheses.append(CTCHypothesis(tokens=prefix, log_prob=log_prob, score=score))
     return sorted(hypotheses, key=lambda h: h.score, reverse=True)

@@ -166,3 +166,9 @@ def test_masked_ids_never_appear() -> None:
     hypotheses = ctc_prefix_beam_search(log_probs, beam=1000)
     assert {h.tokens for h in hypotheses} == {y for y, v in exact.items() if v != float("-inf")}
     assert all(3 not in h.tokens for h in hypotheses)
+
+
+def test_all_masked_input_gives_no_hypothesis() -> None:
+    log_probs = torch.full((3, 3), float("-inf"))
+    assert ctc_prefix_beam_search(log_probs, beam=4) == []
+    assert best_tokens([[]]) == [[]]
