@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+from einops import rearrange
 from torch import Tensor, nn
 
 from ssl_audio.nn.attention import SelfAttention
@@ -99,10 +100,40 @@ class DecoderLayer(nn.Module):
         self.attention_norm, self.cross_norm, self.ffn_norm = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, causal: Tensor, memory: Tensor, memory_padding: Tensor | None) -> Tensor:
+    def forward(
+        self, x: Tensor, causal: Tensor, memory: Tensor, memory_padding: Tensor | None, keys_values: Tensor | None
+    ) -> Tensor:
         x = x + self.dropout(self.attention(self.attention_norm(x), None, causal))
-        x = x + self.dropout(self.cross(self.cross_norm(x), memory, memory_padding))
+        x = x + self.dropout(self.cross(self.cross_norm(x), memory, memory_padding, keys_values))
         return x + self.feed_forward(self.ffn_norm(x))
+
+    def step(
+        self, x: Tensor, past: tuple[Tensor, Tensor], memory: Tensor, memory_padding: Tensor | None, keys_values: Tensor
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """One new position x (N, 1, D) against the self-attention keys and values of the earlier ones, past
+        (2 of (N, H, u, E)) -> its output and the keys and values with it appended. Causal by construction: the
+        new position is the last one, so it may see them all."""
+        h = self.attention_norm(x)
+        q, k, v = rearrange(
+            self.attention.qkv(h), "b t (three h e) -> three b h t e", three=3, h=self.attention.num_heads
+        )
+        k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+        y = nn.functional.scaled_dot_product_attention(q, k, v)  # (N, H, 1, E)
+        x = x + self.attention.out(rearrange(y, "b h t e -> b t (h e)"))
+        x = x + self.cross(self.cross_norm(x), memory, memory_padding, keys_values)
+        return x + self.feed_forward(self.ffn_norm(x)), (k, v)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DecoderState:
+    """What incremental decoding keeps between steps: every layer's self-attention keys and values so far."""
+
+    past: list[tuple[Tensor, Tensor]]  # per layer, 2 of (N, H, u, E)
+    length: int  # u: positions decoded so far
+
+    def select(self, rows: Tensor) -> DecoderState:
+        """The states of hypotheses `rows` (a beam's surviving parents, repeats allowed)."""
+        return DecoderState(past=[(k[rows], v[rows]) for k, v in self.past], length=self.length)
 
 
 class Seq2SeqDecoder(nn.Module):
@@ -127,9 +158,21 @@ class Seq2SeqDecoder(nn.Module):
         self.out = nn.Linear(d, config.vocab_size)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, tokens: Tensor, memory: Tensor, memory_padding: Tensor | None = None) -> Tensor:
-        """tokens (B, U) starting with sos; memory (B, T, M); memory_padding (B, T) True at padded frames
-        -> logits (B, U, V), position u predicting token u + 1."""
+    def memory_cache(self, memory: Tensor) -> list[Tensor]:
+        """Every layer's cross-attention keys and values of a (B, T, M) memory: a search computes them once, not
+        once per step (at T = 250, M = 768 they are most of a step's cost)."""
+        return [layer.cross.keys_values(memory) for layer in self.layers]
+
+    def forward(
+        self,
+        tokens: Tensor,
+        memory: Tensor,
+        memory_padding: Tensor | None = None,
+        *,
+        cache: list[Tensor] | None = None,
+    ) -> Tensor:
+        """tokens (B, U) starting with sos; memory (B, T, M); memory_padding (B, T) True at padded frames;
+        cache: `memory_cache(memory)`, if at hand -> logits (B, U, V), position u predicting token u + 1."""
         batch, length = tokens.shape
         if memory.dim() != 3 or memory.shape[0] != batch or memory.shape[2] != self.config.memory_dim:
             raise ValueError(
@@ -150,9 +193,43 @@ class Seq2SeqDecoder(nn.Module):
             x = x + self.learned_positions.weight[:length]
         x = self.dropout(x)
         causal = causal_bias(length, tokens.device, x.dtype)
-        for layer in self.layers:
-            x = layer(x, causal, memory, memory_padding)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, causal, memory, memory_padding, None if cache is None else cache[i])
         return self.out(self.norm(x))
+
+    def initial_state(
+        self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None
+    ) -> DecoderState:
+        """The state before the start symbol: no positions yet."""
+        heads = self.config.heads
+        empty = torch.zeros(batch, heads, 0, self.config.dim // heads, device=device, dtype=dtype)
+        return DecoderState(past=[(empty, empty) for _ in self.layers], length=0)
+
+    def step(
+        self,
+        tokens: Tensor,
+        state: DecoderState,
+        memory: Tensor,
+        memory_padding: Tensor | None = None,
+        *,
+        cache: list[Tensor],
+    ) -> tuple[Tensor, DecoderState]:
+        """Incremental decoding (inference): the newest token (N,) of each hypothesis, its state, the memory
+        (N, T, M) and its `memory_cache` -> next-token logits (N, V) and the state with the token in it. Equal to
+        forward's last position on the whole prefix; a step costs one position, not the whole prefix."""
+        u = state.length
+        x = self.embedding(tokens[:, None]) * math.sqrt(self.config.dim)  # (N, 1, D)
+        if self.learned_positions is None:
+            x = x + sinusoids(u + 1, self.config.dim, tokens.device)[u:].to(x.dtype)
+        else:
+            if u >= self.config.max_positions:
+                raise ValueError(f"decoder position {u} exceeds seq2seq.max_positions {self.config.max_positions}")
+            x = x + self.learned_positions.weight[u : u + 1]
+        past = []
+        for i, layer in enumerate(self.layers):
+            x, kv = layer.step(x, state.past[i], memory, memory_padding, cache[i])
+            past.append(kv)
+        return self.out(self.norm(x))[:, 0], DecoderState(past=past, length=u + 1)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -57,8 +57,10 @@ def greedy_search(
     tokens = torch.full((batch, 1), config.sos, dtype=torch.long, device=memory.device)
     done = torch.zeros(batch, dtype=torch.bool, device=memory.device)
     banned = _banned(decoder)
+    cache = decoder.memory_cache(memory)
+    state = decoder.initial_state(batch, memory.device, memory.dtype)
     for _ in range(max_len):
-        logits = decoder(tokens, memory, padding)[:, -1]  # (B, V): recomputing the prefix keeps the decoder simple
+        logits, state = decoder.step(tokens[:, -1], state, memory, padding, cache=cache)  # (B, V)
         logits[:, banned] = NEG_INF
         step = torch.where(done, config.eos, logits.argmax(-1))
         tokens = torch.cat([tokens, step[:, None]], dim=1)
@@ -77,6 +79,7 @@ class _Live:
     attention: float  # Σ log p_att so far
     ctc_state: CTCPrefixState | None
     joint: float  # the score the beam ranked it by
+    row: int  # its row in the decoder state of the step that made it
 
 
 @torch.no_grad()
@@ -115,11 +118,16 @@ def beam_search(
     scorer = CTCPrefixScorer(ctc_log_probs, eos=config.eos, blank=config.blank_id) if use_ctc else None
     weight = ctc_weight if use_ctc else 0.0
     banned = _banned(decoder)
-    live = [_Live((), 0.0, scorer.initial() if scorer is not None else None, 0.0)]
+    cache = decoder.memory_cache(memory[None])  # each (2, 1, H, T, E), expanded over the live hypotheses
+    state = decoder.initial_state(1, memory.device, memory.dtype)
+    live = [_Live((), 0.0, scorer.initial() if scorer is not None else None, 0.0, 0)]
     finished: list[Seq2SeqHypothesis] = []
     for step in range(max_len + 1):
-        inputs = torch.tensor([(config.sos, *h.tokens) for h in live], device=memory.device)  # (N, step + 1)
-        logits = decoder(inputs, memory[None].expand(len(live), -1, -1))[:, -1]  # (N, V)
+        state = state.select(torch.tensor([h.row for h in live], device=memory.device))
+        newest = torch.tensor([h.tokens[-1] if h.tokens else config.sos for h in live], device=memory.device)
+        shared = [kv.expand(-1, len(live), -1, -1, -1) for kv in cache]
+        memories = memory[None].expand(len(live), -1, -1)
+        logits, state = decoder.step(newest, state, memories, cache=shared)  # (N, V)
         log_probs = logits.double().log_softmax(-1)
         log_probs[:, banned] = NEG_INF
         if step == max_len:  # at the length limit only the end symbol is left
@@ -138,13 +146,13 @@ def beam_search(
         else:
             ctc_scores, ctc_states = [0.0] * len(candidates), [None] * len(candidates)
         scored = []
-        for (i, c, att), ctc, state in zip(candidates, ctc_scores, ctc_states):
+        for (i, c, att), ctc, ctc_state in zip(candidates, ctc_scores, ctc_states):
             joint = weight * ctc + (1.0 - weight) * att if weight < 1.0 else ctc  # λ = 1 ignores att (may be -inf)
             if joint > NEG_INF:
-                scored.append((joint, i, c, att, ctc, state))
+                scored.append((joint, i, c, att, ctc, ctc_state))
         scored.sort(key=lambda item: item[0], reverse=True)
         previous, live = live, []
-        for joint, i, c, att, ctc, state in scored[:beam]:
+        for joint, i, c, att, ctc, ctc_state in scored[:beam]:
             tokens = previous[i].tokens
             if c == config.eos:
                 score = joint / (len(tokens) + 1) if length_norm else joint
@@ -154,7 +162,7 @@ def beam_search(
                     )
                 )
             else:
-                live.append(_Live(tokens + (c,), att, state, joint))
+                live.append(_Live(tokens + (c,), att, ctc_state, joint, i))
         if not live:
             break
         if not length_norm and finished and max(h.score for h in finished) >= live[0].joint:

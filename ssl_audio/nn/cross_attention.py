@@ -32,10 +32,17 @@ class CrossAttention(nn.Module):
         self.key_value = nn.Linear(dim if memory_dim is None else memory_dim, 2 * dim)
         self.out = nn.Linear(dim, dim)
 
-    def forward(self, x: Tensor, memory: Tensor, memory_padding: Tensor | None = None) -> Tensor:
-        """x (B, U, D); memory (B, T, M); memory_padding (B, T) True at padded frames -> (B, U, D)."""
+    def keys_values(self, memory: Tensor) -> Tensor:
+        """(B, T, M) memory -> (2, B, H, T, E) keys and values; computed once per utterance when decoding."""
+        return rearrange(self.key_value(memory), "b t (two h e) -> two b h t e", two=2, h=self.num_heads)
+
+    def forward(
+        self, x: Tensor, memory: Tensor, memory_padding: Tensor | None = None, keys_values: Tensor | None = None
+    ) -> Tensor:
+        """x (B, U, D); memory (B, T, M); memory_padding (B, T) True at padded frames; keys_values: this
+        memory's `keys_values`, if already computed -> (B, U, D)."""
         q = rearrange(self.query(x), "b u (h e) -> b h u e", h=self.num_heads)
-        k, v = rearrange(self.key_value(memory), "b t (two h e) -> two b h t e", two=2, h=self.num_heads)
+        k, v = self.keys_values(memory) if keys_values is None else keys_values
         mask = None if memory_padding is None else ~memory_padding[:, None, None, :]  # (B, 1, 1, T): True = attend
         y = nn.functional.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0

@@ -187,6 +187,27 @@ def test_memory_padding_changes_nothing(positions: str) -> None:
     assert batched == [greedy_search(decoder, garbage[b : b + 1, : lengths[b]], max_len=6)[0] for b in range(2)]
 
 
+@pytest.mark.parametrize("positions", ["sinusoidal", "learned"])
+def test_incremental_steps_equal_the_full_forward(positions: str) -> None:
+    decoder = tiny_decoder(positions)
+    memory = memory_of(7, seed=5, batch=2)
+    padding = torch.arange(7)[None, :] >= torch.tensor([7, 5])[:, None]
+    tokens = torch.tensor([[EOS, 1, 2, 2, 1], [EOS, 2, 1, 1, 1]])
+    with torch.no_grad():
+        full = decoder(tokens, memory, padding)
+        cache = decoder.memory_cache(memory)
+        state = decoder.initial_state(2)
+        steps = []
+        for u in range(tokens.shape[1]):
+            logits, state = decoder.step(tokens[:, u], state, memory, padding, cache=cache)
+            steps.append(logits)
+    # the same fp32 arithmetic grouped differently (one query row at a time): a few ulps of O(10) logits
+    torch.testing.assert_close(torch.stack(steps, dim=1), full, rtol=0, atol=1e-5)
+    assert state.length == 5 and state.past[0][0].shape == (2, 2, 5, 4)
+    reordered = state.select(torch.tensor([1, 1, 0]))
+    torch.testing.assert_close(reordered.past[1][1][2], state.past[1][1][0], rtol=0, atol=0)
+
+
 def test_config_errors_name_the_key() -> None:
     with pytest.raises(ValueError, match="seq2seq.positions"):
         Seq2SeqConfig(vocab_size=4, memory_dim=6, positions="rotary")
