@@ -95,7 +95,9 @@ def beam_search(
     pre_beam: int | None = None,
 ) -> list[Seq2SeqHypothesis]:
     """Beam search for one utterance: memory (T, M) of its valid frames; ctc_log_probs (T', V) of its valid
-    CTC frames for joint scoring at weight `ctc_weight`. Returns at most `beam` finished hypotheses, best first.
+    CTC frames for joint scoring at weight `ctc_weight` (V wide, or V − 1 when the end symbol is the last id and
+    the CTC head has no unit for it). Returns at most `beam` finished hypotheses, best first. Call it on a
+    decoder in eval mode (dropout would make the search random).
 
     `pre_beam` scores with CTC only each hypothesis's `pre_beam` most likely next tokens by attention (ESPnet
     uses 1.5 × beam; None scores all). Without length_norm the search stops as soon as the best finished
@@ -111,9 +113,13 @@ def beam_search(
         raise ValueError(f"ctc_weight {ctc_weight} needs ctc_log_probs")
     config = decoder.config
     use_ctc = ctc_log_probs is not None and ctc_weight > 0
+    if use_ctc and ctc_log_probs.shape[-1] == config.vocab_size - 1 == max(config.sos, config.eos):
+        # a CTC head without the end symbol's unit (blank + labels): that unit's log-prob is -inf
+        ctc_log_probs = torch.nn.functional.pad(ctc_log_probs, (0, 1), value=NEG_INF)
     if use_ctc and ctc_log_probs.shape[-1] != config.vocab_size:
         raise ValueError(
             f"CTC log-probs {tuple(ctc_log_probs.shape)} do not share the decoder's vocabulary of {config.vocab_size}"
+            " (or that less its last id, the end symbol)"
         )
     scorer = CTCPrefixScorer(ctc_log_probs, eos=config.eos, blank=config.blank_id) if use_ctc else None
     weight = ctc_weight if use_ctc else 0.0

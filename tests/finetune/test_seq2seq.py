@@ -150,6 +150,25 @@ def test_hybrid_loss_half_precision_inputs_give_fp32_and_impossible_targets_add_
     assert got.ctc.item() == pytest.approx(possible.item() / 2, rel=1e-6)
 
 
+def test_hybrid_loss_under_autocast_is_fp32_and_backpropagates() -> None:
+    generator = torch.Generator().manual_seed(3)
+    decoder = tiny_decoder()
+    ctc_head = nn.Linear(MEMORY_DIM, VOCAB)
+    memory = torch.randn(2, 5, MEMORY_DIM, generator=generator)
+    labels, lengths, frames = torch.tensor([[1, 2], [2, 0]]), torch.tensor([2, 1]), torch.tensor([5, 3])
+    targets = decoder_targets(labels, lengths, sos=EOS, eos=EOS)
+    decoder.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ctc_logits = ctc_head(memory)
+        logits = decoder(targets.inputs, memory)
+        got = hybrid_loss(ctc_logits, frames, logits, targets, labels, lengths, ctc_weight=0.3, label_smoothing=0.1)
+    assert ctc_logits.dtype == torch.bfloat16 and got.loss.dtype == torch.float32
+    got.loss.backward()
+    assert all(
+        p.grad is not None and torch.isfinite(p.grad).all() for p in [*decoder.parameters(), *ctc_head.parameters()]
+    )
+
+
 # --- the decoder -------------------------------------------------------------------------------------------------
 
 
@@ -294,6 +313,16 @@ def test_joint_beam_scores_and_best_equal_exhaustive_search(seed: int, weight: f
     assert [(h.tokens, h.score) for h in pruned] == [(h.tokens, h.score) for h in hypotheses]
 
 
+def test_ctc_head_without_an_end_unit() -> None:
+    decoder = tiny_decoder(seed=4)
+    memory = memory_of(5, seed=40)[0]
+    narrow = torch.randn(4, VOCAB - 1, generator=torch.Generator().manual_seed(41)).log_softmax(-1)  # blank + labels
+    wide = torch.cat([narrow, torch.full((4, 1), float("-inf"))], dim=1)
+    a = beam_search(decoder, memory, beam=16, max_len=3, ctc_log_probs=narrow, ctc_weight=0.4)
+    b = beam_search(decoder, memory, beam=16, max_len=3, ctc_log_probs=wide, ctc_weight=0.4)
+    assert [(h.tokens, h.score) for h in a] == [(h.tokens, h.score) for h in b] and len(a) > 1
+
+
 def test_ctc_weight_one_is_ctc_decoding() -> None:
     decoder = tiny_decoder(seed=3)
     memory = memory_of(5, seed=33)[0]
@@ -312,7 +341,7 @@ def test_search_bad_input_names_the_problem() -> None:
         beam_search(decoder, torch.zeros(5, MEMORY_DIM), beam=2, max_len=3, ctc_weight=0.3)
     with pytest.raises(ValueError, match="vocabulary of 4"):
         beam_search(
-            decoder, torch.zeros(5, MEMORY_DIM), beam=2, max_len=3, ctc_log_probs=torch.zeros(5, 3), ctc_weight=0.3
+            decoder, torch.zeros(5, MEMORY_DIM), beam=2, max_len=3, ctc_log_probs=torch.zeros(5, 2), ctc_weight=0.3
         )
     with pytest.raises(ValueError, match=r"memory lengths of shape \(3,\)"):
         greedy_search(decoder, torch.zeros(2, 5, MEMORY_DIM), torch.tensor([1, 2, 3]), max_len=3)
