@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
+import numpy as np
 from torch import Tensor
 
 NEG_INF = float("-inf")
@@ -21,14 +21,15 @@ NEG_INF = float("-inf")
 
 @dataclass(frozen=True, kw_only=True)
 class CTCPrefixState:
-    label: Tensor  # (T,) log p(frames [0, t] align to the prefix, ending in its last label)
-    blank: Tensor  # (T,) the same, ending in a blank
+    label: np.ndarray  # (T,) log p(frames [0, t] align to the prefix, ending in its last label)
+    blank: np.ndarray  # (T,) the same, ending in a blank
     last: int | None  # the prefix's last label; None for the empty prefix
     score: float  # the prefix score of this prefix
 
 
 class CTCPrefixScorer:
-    """Prefix scores of one utterance's (T, V) CTC log-probs (valid frames only), kept in fp64."""
+    """Prefix scores of one utterance's (T, V) CTC log-probs (valid frames only), kept in fp64 numpy (the
+    frame loop is many tiny vector operations, which numpy runs with far less overhead per call than torch)."""
 
     def __init__(self, log_probs: Tensor, *, eos: int, blank: int = 0) -> None:
         if log_probs.dim() != 2 or log_probs.shape[0] < 1:
@@ -36,17 +37,14 @@ class CTCPrefixScorer:
         for name, value in (("eos", eos), ("blank", blank)):
             if not 0 <= value < log_probs.shape[1]:
                 raise ValueError(f"{name} id {value} is outside the vocabulary of log-probs {tuple(log_probs.shape)}")
-        self.log_probs = log_probs.detach().double()
+        self.log_probs = log_probs.detach().double().cpu().numpy()
         self.eos, self.blank = eos, blank
 
     def initial(self) -> CTCPrefixState:
         """The empty prefix: every frame so far is a blank."""
         frames = self.log_probs.shape[0]
         return CTCPrefixState(
-            label=torch.full((frames,), NEG_INF, dtype=torch.float64, device=self.log_probs.device),
-            blank=self.log_probs[:, self.blank].cumsum(0),
-            last=None,
-            score=0.0,
+            label=np.full(frames, NEG_INF), blank=np.cumsum(self.log_probs[:, self.blank]), last=None, score=0.0
         )
 
     def extend(self, states: list[CTCPrefixState], tokens: list[int]) -> tuple[list[float], list[CTCPrefixState]]:
@@ -60,26 +58,25 @@ class CTCPrefixScorer:
             return [], []
         lp = self.log_probs
         frames = lp.shape[0]
-        label = torch.stack([s.label for s in states], dim=1)  # (T, N)
-        blank = torch.stack([s.blank for s in states], dim=1)  # (T, N)
-        token = torch.tensor(tokens, device=lp.device)  # (N,)
-        repeat = torch.tensor([s.last == c for s, c in zip(states, tokens)], device=lp.device)  # (N,)
-        empty = torch.tensor([s.last is None for s in states], device=lp.device)
+        label = np.stack([s.label for s in states], axis=1)  # (T, N)
+        blank = np.stack([s.blank for s in states], axis=1)  # (T, N)
+        token = np.array(tokens)  # (N,)
+        repeat = np.array([s.last == c for s, c in zip(states, tokens)])  # (N,)
+        empty = np.array([s.last is None for s in states])
         # mass that may move on to a new label c at the next frame: a repeat of the last label needs a blank first
-        phi = torch.where(repeat[None, :], blank, torch.logaddexp(label, blank))  # (T, N)
+        phi = np.where(repeat[None, :], blank, np.logaddexp(label, blank))  # (T, N)
         emit = lp[:, token]  # (T, N): log p(c at t)
-        new_label = torch.full((frames, len(states)), NEG_INF, dtype=torch.float64, device=lp.device)
-        new_blank = torch.full_like(new_label, NEG_INF)
-        new_label[0] = torch.where(empty, emit[0], torch.tensor(NEG_INF, dtype=torch.float64, device=lp.device))
+        new_label = np.full((frames, len(states)), NEG_INF)
+        new_blank = np.full_like(new_label, NEG_INF)
+        new_label[0] = np.where(empty, emit[0], NEG_INF)
         for t in range(1, frames):
-            new_label[t] = torch.logaddexp(new_label[t - 1], phi[t - 1]) + emit[t]
-            new_blank[t] = torch.logaddexp(new_blank[t - 1], new_label[t - 1]) + lp[t, self.blank]
+            new_label[t] = np.logaddexp(new_label[t - 1], phi[t - 1]) + emit[t]
+            new_blank[t] = np.logaddexp(new_blank[t - 1], new_label[t - 1]) + lp[t, self.blank]
         # the prefix score: the new label is first emitted at some frame t, anything may follow
-        first = torch.cat([new_label[:1], phi[:-1] + emit[1:]], dim=0)  # (T, N)
-        scores = torch.logsumexp(first, dim=0)  # (N,)
-        full = torch.logaddexp(label[-1], blank[-1])  # (N,): the prefix as a whole sequence
-        is_eos = token == self.eos
-        scores = torch.where(is_eos, full, scores).tolist()
+        first = np.concatenate([new_label[:1], phi[:-1] + emit[1:]], axis=0)  # (T, N)
+        scores = np.logaddexp.reduce(first, axis=0)  # (N,)
+        full = np.logaddexp(label[-1], blank[-1])  # (N,): the prefix as a whole sequence
+        scores = np.where(token == self.eos, full, scores).tolist()
         grown = []
         for i, (state, c) in enumerate(zip(states, tokens)):
             if c == self.eos:

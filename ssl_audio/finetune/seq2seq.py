@@ -144,6 +144,8 @@ class Seq2SeqDecoder(nn.Module):
         self.config = config
         d = config.dim
         self.embedding = nn.Embedding(config.vocab_size, d)
+        # N(0, 1/D), so that the √D-scaled embedding has unit variance like the positions (fairseq's transformer)
+        nn.init.normal_(self.embedding.weight, mean=0.0, std=d**-0.5)
         self.learned_positions = nn.Embedding(config.max_positions, d) if config.positions == "learned" else None
         self.layers = nn.ModuleList(
             DecoderLayer(
