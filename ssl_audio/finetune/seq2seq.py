@@ -1,5 +1,5 @@
 """A small transformer decoder with cross-attention to the encoder, and the hybrid CTC/attention loss
-λ·CTC + (1 − λ)·attention (Watanabe et al. 2017; ESPnet's `mtlalpha`).
+λ·CTC + (1 − λ)·attention (Watanabe et al. 2017; ESPnet's `ctc_weight`).
 
 One vocabulary of V units serves both heads (ESPnet's layout): the CTC blank at `blank_id` (0), the labels,
 and the start/end symbol (`sos_id` = `eos_id` = V − 1 by default). The decoder never emits the blank or a
@@ -28,22 +28,23 @@ POSITIONS = ("sinusoidal", "learned")
 
 @dataclass(frozen=True, kw_only=True)
 class Seq2SeqConfig:
-    """Defaults follow ESPnet's transformer ASR decoders (LibriSpeech / AISHELL recipes) at a small width."""
+    """Defaults: ESPnet egs2/librispeech_100/asr1 conf/tuning/train_asr_conformer.yaml (decoder_conf, model_conf;
+    its decoder width is the encoder's output_size, 256)."""
 
     vocab_size: int  # V: blank + labels + sos/eos
     memory_dim: int  # M: width of the encoder output the decoder attends to
-    dim: int = 256  # D: ESPnet adim 256
-    layers: int = 6  # ESPnet dlayers 6
-    heads: int = 4  # ESPnet aheads 4
-    ffn: int = 2048  # ESPnet dunits 2048
-    dropout: float = 0.1  # residual, attention and embedding dropout (ESPnet dropout-rate 0.1)
+    dim: int = 256  # D: ESPnet output_size 256
+    layers: int = 6  # ESPnet num_blocks 6
+    heads: int = 4  # ESPnet attention_heads 4
+    ffn: int = 2048  # ESPnet linear_units 2048
+    dropout: float = 0.1  # residual, attention and embedding dropout (ESPnet dropout_rate 0.1)
     positions: str = "sinusoidal"  # "sinusoidal" (Vaswani et al.; any length) or "learned" (up to max_positions)
     max_positions: int = 512  # rows of the learned position table: the longest decoder input
     blank_id: int = 0  # CTC blank in the shared vocabulary; never emitted by the decoder
     sos_id: int | None = None  # None: V - 1
     eos_id: int | None = None  # None: V - 1 (one symbol starts and ends, as in ESPnet)
-    label_smoothing: float = 0.1  # ESPnet lsm-weight 0.1
-    ctc_weight: float = 0.3  # λ of λ·CTC + (1 − λ)·attention; ESPnet mtlalpha 0.3
+    label_smoothing: float = 0.1  # ESPnet lsm_weight 0.1
+    ctc_weight: float = 0.3  # λ of λ·CTC + (1 − λ)·attention in training; ESPnet ctc_weight 0.3
 
     def __post_init__(self) -> None:
         if self.vocab_size < 3:
