@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from torch import Tensor
 
 NEG_INF = float("-inf")
@@ -70,6 +71,16 @@ def ctc_greedy_batch(log_probs: Tensor, lengths: Tensor | None = None, *, blank:
     for valid in frames:
         _check(log_probs[0], valid, blank)  # every row shares the (T, V) shape: check each length against it
     return [collapse(row[:valid], blank) for row, valid in zip(ids, frames)]
+
+
+def blank_only_fraction(log_probs: Tensor, lengths: Tensor | None = None, *, blank: int = 0) -> float:
+    """Fraction of the (B, T, V) batch whose best path is blank on every valid frame: the symptom of CTC stuck
+    at WER 100 (worth a warning when it persists past the unfreeze point)."""
+    _check_batch(log_probs, lengths)
+    frames = torch.arange(log_probs.shape[1], device=log_probs.device)[None, :]
+    valid = frames < (log_probs.shape[1] if lengths is None else lengths[:, None])  # (B, T)
+    blank_everywhere = ((log_probs.argmax(-1) == blank) | ~valid).all(dim=1)  # (B,)
+    return float(blank_everywhere.float().mean()) if len(blank_everywhere) else 0.0
 
 
 def ctc_prefix_beam_search(

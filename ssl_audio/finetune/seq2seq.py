@@ -285,6 +285,15 @@ def hybrid_loss(
     """ctc_logits (B, T, V) with (B,) frame_lengths; decoder_logits (B, U + 1, V) from targets.inputs; labels
     (B, U) with (B,) label_lengths. Both terms in fp32 or wider, outside autocast; CTC with zero_infinity, so an
     utterance with more labels than frames adds 0 instead of inf."""
+    vocab = ctc_logits.shape[-1]
+    inside = torch.arange(labels.shape[1], device=labels.device)[None, :] < label_lengths[:, None]  # (B, U)
+    bad = inside & ((labels == blank) | (labels < 0) | (labels >= vocab))
+    if bool(bad.any()):
+        b, u = (int(i) for i in bad.nonzero()[0])
+        raise ValueError(
+            f"label {int(labels[b, u])} at utterance {b}, position {u} is the blank ({blank}) or outside the "
+            f"vocabulary of {vocab}"
+        )
     if decoder_logits.shape[:2] != targets.outputs.shape:
         raise ValueError(
             f"decoder logits {tuple(decoder_logits.shape)} do not match decoder targets {tuple(targets.outputs.shape)}"

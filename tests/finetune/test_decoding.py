@@ -10,6 +10,7 @@ import torch
 
 from ssl_audio.finetune.decoding import (
     best_tokens,
+    blank_only_fraction,
     collapse,
     ctc_beam_search_batch,
     ctc_greedy,
@@ -172,3 +173,13 @@ def test_all_masked_input_gives_no_hypothesis() -> None:
     log_probs = torch.full((3, 3), float("-inf"))
     assert ctc_prefix_beam_search(log_probs, beam=4) == []
     assert best_tokens([[]]) == [[]]
+
+
+def test_blank_only_fraction_counts_utterances_with_no_label_on_valid_frames() -> None:
+    batch = torch.stack([peaked([0, 0, 0, 1], 3), peaked([0, 2, 0, 0], 3), peaked([0, 0, 0, 0], 3)])
+    assert blank_only_fraction(batch) == pytest.approx(1 / 3)
+    # the label of utterance 0 lies in its padding: blank-only within its 3 valid frames
+    assert blank_only_fraction(batch, torch.tensor([3, 4, 4])) == pytest.approx(2 / 3)
+    assert blank_only_fraction(batch, torch.tensor([3, 4, 4])) == pytest.approx(
+        sum(not labels for labels in ctc_greedy_batch(batch, torch.tensor([3, 4, 4]))) / 3
+    )

@@ -169,6 +169,19 @@ def test_hybrid_loss_under_autocast_is_fp32_and_backpropagates() -> None:
     )
 
 
+@pytest.mark.parametrize(("bad", "message"), [(0, "label 0 at utterance 1, position 1 is the blank"), (4, "label 4")])
+def test_hybrid_loss_rejects_blank_or_out_of_vocabulary_labels(bad: int, message: str) -> None:
+    labels = torch.tensor([[1, 2], [2, bad]])
+    lengths = torch.tensor([1, 2])  # utterance 0's second slot is padding: any value is fine there
+    labels[0, 1] = 0
+    targets = decoder_targets(labels, lengths, sos=EOS, eos=EOS)
+    with pytest.raises(ValueError, match=message):
+        hybrid_loss(
+            torch.zeros(2, 5, VOCAB), torch.tensor([5, 5]), torch.zeros(2, 3, VOCAB), targets, labels, lengths,
+            ctc_weight=0.3, label_smoothing=0.1,
+        )  # fmt: skip
+
+
 # --- the decoder -------------------------------------------------------------------------------------------------
 
 
