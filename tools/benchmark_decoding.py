@@ -22,9 +22,9 @@ import time
 import torch
 from torch import Tensor, nn
 
-from ssl_audio.finetune.decoding import ctc_greedy_batch, ctc_prefix_beam_search
-from ssl_audio.finetune.seq2seq import Seq2SeqConfig, Seq2SeqDecoder, decoder_targets, hybrid_loss, sinusoids
-from ssl_audio.finetune.seq2seq_search import beam_search, beam_search_batch, greedy_search
+from ssl_audio.models.ctc_decoding import ctc_greedy_batch, ctc_prefix_beam_search
+from ssl_audio.models.seq2seq import Seq2SeqConfig, Seq2SeqDecoder, decoder_targets, hybrid_loss, sinusoids
+from ssl_audio.models.seq2seq_search import beam_search, beam_search_batch, greedy_search
 
 FRAMES, CHARACTERS, ENCODER_WIDTH, MAX_LABELS = 250, 32, 768, 60
 

@@ -11,9 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from ssl_audio.finetune.ctc_prefix_score import CTCPrefixScorer
-from ssl_audio.finetune.seq2seq import IGNORE, Seq2SeqConfig, Seq2SeqDecoder, decoder_targets, hybrid_loss
-from ssl_audio.finetune.seq2seq_search import beam_search, beam_search_batch, greedy_search
+from ssl_audio.models.ctc_prefix_score import CTCPrefixScorer
+from ssl_audio.models.seq2seq import IGNORE, Seq2SeqConfig, Seq2SeqDecoder, decoder_targets, hybrid_loss
+from ssl_audio.models.seq2seq_search import beam_search, beam_search_batch, greedy_search
 
 VOCAB, MEMORY_DIM = 4, 6  # blank 0, labels 1 and 2, sos = eos = 3
 LABELS = (1, 2)
@@ -91,33 +91,38 @@ def test_hybrid_loss_term_by_term_in_fp64() -> None:
     got = hybrid_loss(
         ctc_logits, frame_lengths, logits, targets, labels, label_lengths, ctc_weight=weight, label_smoothing=smoothing
     )
-    # CTC: -log p(y | x) / |y|, mean over utterances; p(y | x) by brute force over all 4^T paths
+    # CTC: -log p(y | x) per utterance, mean over utterances; p(y | x) by brute force over all 4^T paths
     per_utterance = []
     for b in range(3):
         probs = ctc_sequence_probs(ctc_logits[b, : frame_lengths[b]].log_softmax(-1))
         y = tuple(labels[b, : label_lengths[b]].tolist())
-        per_utterance.append(-math.log(probs[y]) / len(y))
+        per_utterance.append(-math.log(probs[y]))
     ctc_oracle = math.fsum(per_utterance) / 3
-    reference = nn.functional.ctc_loss(
-        ctc_logits.log_softmax(-1).transpose(0, 1), labels, frame_lengths, label_lengths, zero_infinity=True
+    reference = (
+        nn.functional.ctc_loss(
+            ctc_logits.log_softmax(-1).transpose(0, 1), labels, frame_lengths, label_lengths, reduction="sum"
+        )
+        / 3
     )
     assert got.ctc.dtype == torch.float64
     assert got.ctc.item() == pytest.approx(ctc_oracle, abs=1e-12)
     assert got.ctc.item() == pytest.approx(reference.item(), abs=1e-12)
-    # attention: (1 - ε)·(-log p_y) + ε·mean_v(-log p_v) over every [y eos] token, mean over tokens
+    # attention: (1 - ε)·(-log p_y) + ε·mean_v(-log p_v) summed over every [y eos] token, mean over utterances
     terms = []
     for b in range(3):
         outputs = [*labels[b, : label_lengths[b]].tolist(), EOS]
         log_probs = logits[b].log_softmax(-1)
         for u, y in enumerate(outputs):
             terms.append((1 - smoothing) * -log_probs[u, y].item() + smoothing * -log_probs[u].mean().item())
-    attention_oracle = math.fsum(terms) / len(terms)
+    attention_oracle = math.fsum(terms) / 3
     assert len(terms) == 9
     assert got.attention.item() == pytest.approx(attention_oracle, abs=1e-12)
     assert got.attention.item() == pytest.approx(
         nn.functional.cross_entropy(
             logits.flatten(0, 1), targets.outputs.flatten(), ignore_index=IGNORE, label_smoothing=smoothing
-        ).item(),
+        ).item()
+        * 9
+        / 3,
         abs=1e-12,
     )
     assert got.loss.item() == pytest.approx(weight * ctc_oracle + (1 - weight) * attention_oracle, abs=1e-12)
@@ -145,8 +150,9 @@ def test_hybrid_loss_half_precision_inputs_give_fp32_and_impossible_targets_add_
     assert math.isfinite(got.loss.item())
     # the possible utterance alone, from the same bf16-rounded logits: the impossible one adds 0 to the mean
     possible = nn.functional.ctc_loss(
-        ctc_logits.bfloat16().float()[:1].log_softmax(-1).transpose(0, 1), labels[:1], frames[:1], lengths[:1]
-    )
+        ctc_logits.bfloat16().float()[:1].log_softmax(-1).transpose(0, 1), labels[:1], frames[:1], lengths[:1],
+        reduction="sum",
+    )  # fmt: skip
     assert got.ctc.item() == pytest.approx(possible.item() / 2, rel=1e-6)
 
 
@@ -358,3 +364,30 @@ def test_search_bad_input_names_the_problem() -> None:
         )
     with pytest.raises(ValueError, match=r"memory lengths of shape \(3,\)"):
         greedy_search(decoder, torch.zeros(2, 5, MEMORY_DIM), torch.tensor([1, 2, 3]), max_len=3)
+
+
+def test_separate_start_and_end_symbols_as_in_the_transformers_vocabulary() -> None:
+    # <pad>/blank 0, <s> 1, </s> 2, then labels 3 and 4 (Wav2Vec2CTCTokenizer's order): <s> is never emitted
+    torch.manual_seed(7)
+    config = Seq2SeqConfig(
+        vocab_size=5, memory_dim=MEMORY_DIM, dim=8, layers=2, heads=2, ffn=16, dropout=0.0, sos_id=1, eos_id=2
+    )
+    decoder = Seq2SeqDecoder(config).eval()
+    with torch.no_grad():
+        decoder.out.weight.mul_(4.0)
+        decoder.out.bias[1] = 5.0  # the start symbol would win everywhere if it were allowed
+    memory = memory_of(5, seed=50)[0]
+    targets = decoder_targets(torch.tensor([[3, 4]]), torch.tensor([2]), sos=1, eos=2)
+    assert targets.inputs.tolist() == [[1, 3, 4]] and targets.outputs.tolist() == [[3, 4, 2]]
+
+    def score(y: tuple[int, ...]) -> float:
+        with torch.no_grad():
+            log_probs = decoder(torch.tensor([[1, *y]]), memory[None]).double().log_softmax(-1)[0]
+        return math.fsum(log_probs[u, c].item() for u, c in enumerate((*y, 2)))
+
+    exact = {y: score(y) for n in range(3) for y in itertools.product((3, 4), repeat=n)}
+    hypotheses = beam_search(decoder, memory, beam=16, max_len=2)
+    best = max(exact, key=exact.__getitem__)
+    assert hypotheses[0].tokens == best and hypotheses[0].score == pytest.approx(exact[best], abs=1e-5)
+    assert all(1 not in h.tokens and 0 not in h.tokens for h in hypotheses)
+    assert 1 not in greedy_search(decoder, memory[None], max_len=4)[0]

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ssl_audio.finetune.ctc_prefix_score import CTCPrefixScorer, CTCPrefixState
-from ssl_audio.finetune.seq2seq import Seq2SeqDecoder
+from ssl_audio.models.ctc_prefix_score import CTCPrefixScorer, CTCPrefixState
+from ssl_audio.models.seq2seq import Seq2SeqDecoder
 
 NEG_INF = float("-inf")
 

@@ -261,8 +261,8 @@ def decoder_targets(labels: Tensor, lengths: Tensor, *, sos: int, eos: int) -> D
 @dataclass(frozen=True, kw_only=True)
 class HybridLoss:
     loss: Tensor  # λ·ctc + (1 − λ)·attention
-    ctc: Tensor  # CTC negative log-likelihood per label, mean over utterances (torch's reduction="mean")
-    attention: Tensor  # label-smoothed cross-entropy per decoder output token (labels and eos), mean over tokens
+    ctc: Tensor  # CTC negative log-likelihood summed over an utterance, mean over utterances
+    attention: Tensor  # label-smoothed cross-entropy summed over an utterance's [y eos], mean over utterances
     accuracy: Tensor  # fraction of decoder output tokens predicted right (teacher-forced)
 
 
@@ -283,8 +283,10 @@ def hybrid_loss(
     blank: int = 0,
 ) -> HybridLoss:
     """ctc_logits (B, T, V) with (B,) frame_lengths; decoder_logits (B, U + 1, V) from targets.inputs; labels
-    (B, U) with (B,) label_lengths. Both terms in fp32 or wider, outside autocast; CTC with zero_infinity, so an
-    utterance with more labels than frames adds 0 instead of inf."""
+    (B, U) with (B,) label_lengths. Both terms are per utterance, summed over its tokens and averaged over the
+    batch (ESPnet's `length_normalized_loss: false`, fairseq's `sentence_avg`), so λ weighs like quantities.
+    Both run in fp32 or wider, outside autocast; CTC with zero_infinity, so an utterance with more labels than
+    frames adds 0 instead of inf."""
     vocab = ctc_logits.shape[-1]
     inside = torch.arange(labels.shape[1], device=labels.device)[None, :] < label_lengths[:, None]  # (B, U)
     bad = inside & ((labels == blank) | (labels < 0) | (labels >= vocab))
@@ -300,12 +302,23 @@ def hybrid_loss(
         )
     with torch.autocast(device_type=ctc_logits.device.type, enabled=False):
         log_probs = _at_least_fp32(ctc_logits).log_softmax(-1).transpose(0, 1)  # (T, B, V) as ctc_loss wants
-        ctc = nn.functional.ctc_loss(
-            log_probs, labels, frame_lengths, label_lengths, blank=blank, reduction="mean", zero_infinity=True
+        batch = max(1, labels.shape[0])
+        ctc = (
+            nn.functional.ctc_loss(
+                log_probs, labels, frame_lengths, label_lengths, blank=blank, reduction="sum", zero_infinity=True
+            )
+            / batch
         )
         logits = _at_least_fp32(decoder_logits)
-        attention = nn.functional.cross_entropy(
-            logits.flatten(0, 1), targets.outputs.flatten(), ignore_index=IGNORE, label_smoothing=label_smoothing
+        attention = (
+            nn.functional.cross_entropy(
+                logits.flatten(0, 1),
+                targets.outputs.flatten(),
+                ignore_index=IGNORE,
+                label_smoothing=label_smoothing,
+                reduction="sum",
+            )
+            / batch
         )
         counted = targets.outputs != IGNORE
         right = ((logits.argmax(-1) == targets.outputs) & counted).sum().to(logits.dtype)

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from ssl_audio.finetune.decoding import (
+from ssl_audio.models.ctc_decoding import (
     best_tokens,
     blank_only_fraction,
     collapse,
