@@ -1,0 +1,1 @@
+"""Fine-tuning: vocabularies, heads, decoding, the fine-tuning loop."""
