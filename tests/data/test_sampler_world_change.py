@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from ssl_audio.audio import SAMPLE_RATE
+from ssl_audio.data.loader import ResumableLoader
 from ssl_audio.data.sampler import BucketBatchSampler
 
 HAND = [100, 400, 200, 300, 100, 400]  # test_sampler's hand-computed case: bound 800 samples, no shuffling
@@ -102,3 +103,31 @@ def test_states_that_disagree_or_belong_to_another_sampler_are_refused() -> None
     other = BucketBatchSampler(items, max_batch_seconds=5.0, seed=5)
     with pytest.raises(ValueError, match="sampler state has fingerprint"):
         other.state_for_world(states)
+
+
+class Epochs:
+    """A dataset / collate_fn stand-in: set_epoch is all that loading a state touches."""
+
+    def __init__(self) -> None:
+        self.epoch = None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __call__(self, items):  # pragma: no cover - never iterated here
+        return items
+
+
+def test_loader_hands_bad_file_counts_to_rank_0_and_every_bad_row_to_all() -> None:
+    items = lengths()
+    _, states = run_ranks(items, 2, [3, 3], **KW)
+    counts = [{"utterances_seen": 30, "utterances_bad": 2, "bad_rows": [4, 9], "last_bad": "b.wav"},
+              {"utterances_seen": 28, "utterances_bad": 1, "bad_rows": [9], "last_bad": "a.wav"}]  # fmt: skip
+    states = [{**state, **c} for state, c in zip(states, counts, strict=True)]
+    taken = []
+    for rank in range(3):
+        sampler = BucketBatchSampler(items, rank=rank, world_size=3, **KW)
+        loader = ResumableLoader(Epochs(), batch_sampler=sampler, collate_fn=Epochs())
+        loader.load_state_dicts_of_world(states)
+        taken.append((loader.utterances_seen, loader.utterances_bad, loader.bad_rows, loader.dataset.epoch))
+    assert taken == [(58, 3, {4, 9}, 0), (0, 0, {4, 9}, 0), (0, 0, {4, 9}, 0)]
