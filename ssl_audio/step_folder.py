@@ -24,6 +24,7 @@ from safetensors.torch import load_file
 
 PREFIX = "step_"
 MODEL_FILE, STATE_FILE, CONFIG_FILE, META_FILE = "model.safetensors", "train_state.pt", "config.yaml", "meta.json"
+COMPILE_PREFIX = "_orig_mod."  # torch.compile's wrapper puts the model under this attribute
 
 
 class CheckpointError(ValueError):
@@ -38,6 +39,15 @@ class Checkpoint:
     model_state: dict[str, torch.Tensor]
     train_state: dict[str, Any]
     config_text: str
+
+
+def strip_compile_prefix(state: dict[str, torch.Tensor], *, source: str) -> dict[str, torch.Tensor]:
+    """Keys as the plain model names them: `_orig_mod.` (torch.compile's wrapper, at any depth) removed."""
+    stripped = {key.replace(COMPILE_PREFIX, ""): value for key, value in state.items()}
+    if len(stripped) != len(state):
+        both = sorted(k for k in state if COMPILE_PREFIX in k and k.replace(COMPILE_PREFIX, "") in state)
+        raise CheckpointError(f"{source}: holds {both[0]!r} both with and without the torch.compile prefix")
+    return stripped
 
 
 def _sha256(path: Path) -> str:
@@ -76,7 +86,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise CheckpointError(f"{path}: not a checkpoint folder")
     meta = read_meta(path)
     try:
-        model_state = load_file(path / MODEL_FILE)
+        model_state = strip_compile_prefix(load_file(path / MODEL_FILE), source=str(path / MODEL_FILE))
     except (SafetensorError, OSError) as err:
         raise CheckpointError(f"{path / MODEL_FILE}: unreadable ({err})") from None
     try:

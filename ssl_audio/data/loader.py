@@ -121,6 +121,21 @@ class ResumableLoader(DataLoader):
         self.bad_rows = {int(row) for row in state.get("bad_rows", ())}
         self.last_bad = str(state.get("last_bad", ""))
 
+    def load_state_dicts_of_world(self, states: Sequence[dict[str, Any]]) -> None:
+        """Continue a run saved on another number of processes (`states`: one per old rank): the rest of its epoch
+        re-split over this world size (BucketBatchSampler.state_for_world). The bad-utterance counts of all old
+        ranks go to rank 0 (the rank that reports them); every rank knows every bad row, so none is told twice."""
+        sampler: BucketBatchSampler = self.batch_sampler
+        state = sampler.state_for_world(states)
+        first = sampler.rank == 0
+        self.load_state_dict({
+            **state,
+            "utterances_seen": sum(int(s.get("utterances_seen", 0)) for s in states) if first else 0,
+            "utterances_bad": sum(int(s.get("utterances_bad", 0)) for s in states) if first else 0,
+            "bad_rows": sorted({int(row) for s in states for row in s.get("bad_rows", ())}),
+            "last_bad": next((str(s["last_bad"]) for s in states if s.get("last_bad")), ""),
+        })  # fmt: skip
+
 
 def set_epoch(loader: DataLoader, epoch: int) -> None:
     """Select `epoch` for the batch order and every crop; call before iterating each epoch."""

@@ -5,6 +5,12 @@ on that, not on the real audio. Sorting by length before packing keeps S_max clo
 
 Every rank builds the same global batch list from (seed, epoch), evens its count to a multiple of the
 world size without dropping or repeating an utterance, and takes every world_size-th batch.
+
+A run resumed on another number of processes (`state_for_world`) finishes the epoch it was in with the batches
+every old rank had still to yield, in their global order, evened out again for the new world size: each
+utterance still comes exactly once per epoch, and the split depends on the saved positions alone. The state
+keeps those hand-overs (`segments`: [world size, each rank's position]) until the epoch ends, so the rest of the
+epoch can be rebuilt after further resumes; the next epoch is the new world size's own.
 """
 
 from __future__ import annotations
@@ -78,7 +84,8 @@ class BucketBatchSampler(Sampler[list[int]]):
         self._epoch = 0
         self._position = 0  # batches of this epoch handed out on this rank
         self._resuming = False  # the next __iter__ continues from _position (set by load_state_dict)
-        self._cache: tuple[int, list[list[int]]] | None = None  # (epoch, this rank's batches)
+        self._segments: list[list[Any]] = []  # this epoch's hand-overs from other world sizes: [[world, positions]]
+        self._cache: tuple[Any, list[list[int]]] | None = None  # (epoch and segments, this rank's batches)
 
     # -- epochs and resuming -------------------------------------------------------------------------
 
@@ -101,7 +108,7 @@ class BucketBatchSampler(Sampler[list[int]]):
         if epoch < 0:
             raise ValueError(f"epoch must be non-negative, got {epoch}")
         if epoch != self._epoch:
-            self._epoch, self._position, self._resuming = epoch, 0, False
+            self._epoch, self._position, self._resuming, self._segments = epoch, 0, False, []
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -112,6 +119,7 @@ class BucketBatchSampler(Sampler[list[int]]):
             "world_size": self.world_size,
             "num_items": len(self.lengths),
             "fingerprint": self.fingerprint(),
+            "segments": [[world, list(positions)] for world, positions in self._segments],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -125,15 +133,49 @@ class BucketBatchSampler(Sampler[list[int]]):
         epoch, position = int(state["epoch"]), int(state["position"])
         if epoch < 0:
             raise ValueError(f"sampler state has epoch {epoch}; epochs are non-negative")
+        segments = [[int(world), [int(p) for p in positions]] for world, positions in state.get("segments", ())]
+        if bad := [s for s in segments if s[0] < 1 or len(s[1]) != s[0] or min(s[1]) < 0]:
+            raise ValueError(f"sampler state has segment {bad[0]}: need [world size, one position per rank]")
+        self._epoch, self._segments = epoch, segments
         if not 0 <= position <= (count := len(self._rank_batches(epoch))):
             raise ValueError(f"sampler state has position {position}, outside epoch {epoch}'s {count} batches")
-        self._epoch, self._position, self._resuming = epoch, position, True
+        self._position, self._resuming = position, True
+
+    def state_for_world(self, states: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """This rank's state continuing `states` (one per rank of a run on another world size, by rank)."""
+        world = len(states)
+        if world < 1 or [int(s["rank"]) for s in states] != list(range(world)):
+            raise ValueError(f"need one sampler state per rank 0..{world - 1}, got ranks {[s['rank'] for s in states]}")
+        first = states[0]
+        for state in states:
+            for key in ("epoch", "seed", "num_items", "world_size", "segments"):
+                if state.get(key) != first.get(key):
+                    raise ValueError(
+                        f"sampler states of ranks 0 and {state['rank']} differ in {key} ({first.get(key)!r} vs "
+                        f"{state.get(key)!r}): cannot tell what the epoch has left"
+                    )
+        if int(first["world_size"]) != world:
+            raise ValueError(f"{world} sampler states, but they were saved with world_size {first['world_size']}")
+        for key, mine in (
+            ("seed", self.seed),
+            ("num_items", len(self.lengths)),
+            ("fingerprint", self._fingerprint(world)),
+        ):
+            if first[key] != mine:
+                raise ValueError(f"sampler state has {key} {first[key]!r} but this sampler has {mine!r}")
+        segments = [*first.get("segments", ()), [world, [int(s["position"]) for s in states]]]
+        return {**first, "rank": self.rank, "world_size": self.world_size, "fingerprint": self.fingerprint(),
+                "position": 0, "segments": segments}  # fmt: skip
 
     def fingerprint(self) -> str:
         """Hash of everything but (seed, epoch) that decides the batch list."""
+        return self._fingerprint(self.world_size)
+
+    def _fingerprint(self, world_size: int) -> str:
+        """The fingerprint the same sampler would have on `world_size` ranks."""
         config = (self.max_batch_samples, self.bucketing, self.num_buckets, self.shuffle, self.max_batch_size)
         digest = hashlib.sha1(self.lengths.tobytes())
-        digest.update(repr((config, self.world_size)).encode())
+        digest.update(repr((config, world_size)).encode())
         return digest.hexdigest()[:16]
 
     # -- iteration -----------------------------------------------------------------------------------
@@ -155,14 +197,28 @@ class BucketBatchSampler(Sampler[list[int]]):
             yield batch
 
     def _rank_batches(self, epoch: int) -> list[list[int]]:
-        if self._cache is None or self._cache[0] != epoch:
-            self._cache = (epoch, self.global_batches(epoch)[self.rank :: self.world_size])
+        key = (epoch, repr(self._segments))
+        if self._cache is None or self._cache[0] != key:
+            self._cache = (key, self.epoch_batches(epoch)[self.rank :: self.world_size])
         return self._cache[1]
 
-    def global_batches(self, epoch: int) -> list[list[int]]:
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        """All ranks' batches of `epoch` as this sampler serves them: the global list, or after hand-overs from
+        other world sizes (the loaded `segments`), what each left, evened out for the next world size."""
+        if not self._segments:
+            return self.global_batches(epoch)
+        batches = self.global_batches(epoch, world_size=self._segments[0][0])
+        for i, (world, positions) in enumerate(self._segments):
+            # Rank r of that world held global batches r, r + world, ...: the k-th of them is left if k >= its position.
+            left = [b for g, b in enumerate(batches) if g // world >= positions[g % world]]
+            next_world = self._segments[i + 1][0] if i + 1 < len(self._segments) else self.world_size
+            batches = self._even_out(left, next_world)
+        return batches
+
+    def global_batches(self, epoch: int, *, world_size: int | None = None) -> list[list[int]]:
         """All ranks' batches of `epoch`, in order; rank r takes batches r, r + world_size, ..."""
         rng = np.random.default_rng((self.seed, epoch))
-        batches = self._even_out(self._pack(self._order(rng)))
+        batches = self._even_out(self._pack(self._order(rng)), world_size or self.world_size)
         if self.shuffle:
             batches = [batches[i] for i in rng.permutation(len(batches))]
         return batches
@@ -198,12 +254,12 @@ class BucketBatchSampler(Sampler[list[int]]):
         batches.append(current)
         return batches
 
-    def _even_out(self, batches: list[list[int]]) -> list[list[int]]:
-        """Make the batch count a multiple of world_size: split the largest batches (never breaks the
-        bound), or, when that would need more batches than items, merge pairs that still fit."""
-        size = self.world_size
+    def _even_out(self, batches: list[list[int]], size: int) -> list[list[int]]:
+        """Make the batch count a multiple of `size` (the world size): split the largest batches (never breaks
+        the bound), or, when that would need more batches than items, merge pairs that still fit."""
+        items = sum(len(b) for b in batches)
         up = -(-len(batches) // size) * size
-        if up <= len(self.lengths):
+        if up <= items:
             while len(batches) < up:  # a multi-item batch exists while batches < items
                 i = max(range(len(batches)), key=lambda j: len(batches[j]))  # first of the largest
                 half = len(batches[i]) // 2
@@ -214,7 +270,7 @@ class BucketBatchSampler(Sampler[list[int]]):
             pair = self._cheapest_merge(batches)
             if pair is None:
                 raise ValueError(
-                    f"cannot make {len(batches)} batches of {len(self.lengths)} items a multiple of world_size "
+                    f"cannot make {len(batches)} batches of {items} items a multiple of world_size "
                     f"{size} within {self.max_batch_samples} samples per batch; raise max_batch_seconds"
                 )
             i, j = sorted(pair)

@@ -322,6 +322,12 @@ class ShardBatchSampler(BucketBatchSampler):
             self._cache = (epoch, [[p] for p in range(self.planner.batches_per_rank(epoch))])
         return self._cache[1]
 
+    def state_for_world(self, states: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        raise ValueError(
+            f"shard folder: saved on {len(states)} process(es), resuming on {self.world_size}: the shards are split "
+            "per rank and loader worker, so a shard run resumes only on the number of processes it was saved with"
+        )
+
     def rank_rows(self, epoch: int) -> list[tuple[int, ...]]:
         """Manifest rows of this rank's batches of `epoch`, in delivery order (from the plan; no audio read)."""
         plans = self.planner.epoch_plan(epoch)

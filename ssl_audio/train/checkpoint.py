@@ -38,6 +38,7 @@ from ssl_audio.step_folder import (  # the reading half, re-exported: what find_
     _sha256,
     load_checkpoint,
     read_meta,
+    strip_compile_prefix,
 )
 
 
@@ -114,6 +115,7 @@ def save_checkpoint(
     """Write a complete checkpoint for `step` atomically; returns its folder. On failure nothing is left."""
     final = step_dir(Path(run_dir), step)
     tmp = final.with_name(f".{final.name}.tmp")
+    model_state = strip_compile_prefix(model_state, source=f"step {step}'s weights")  # the plain model's names
     for name, value in model_state.items():
         if not torch.isfinite(value).all() and value.is_floating_point():
             raise CheckpointError(f"refusing to save step {step}: parameter {name!r} holds NaN/Inf")

@@ -44,15 +44,16 @@ from ssl_audio.train.checkpoint import (
     save_checkpoint,
 )
 from ssl_audio.train.config import Config, resolve_config
-from ssl_audio.train.hardware import bf16_units
+from ssl_audio.train.hardware import bf16_units, check_fsdp, fsdp_requested
 from ssl_audio.train.peak import device_peak, utilisation
 from ssl_audio.train.resume_changes import check_resume_changes
 from ssl_audio.train.rng import seed_everything
 from ssl_audio.train.run_control import StopRequest, TrainingError
 from ssl_audio.train.run_folder import RunFolderError, take_run_folder
 from ssl_audio.train.schedule import lr_multiplier
+from ssl_audio.train.state_dicts import load_model_state, model_state, plain_model
 from ssl_audio.train.telemetry import Telemetry
-from ssl_audio.train.train_state import TrainState
+from ssl_audio.train.train_state import TrainState, check_world_size
 
 PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 
@@ -172,6 +173,7 @@ def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> Tr
     ddp = DistributedDataParallelKwargs(find_unused_parameters=family_cfg.encoder.layerdrop > 0)
     accelerator = Accelerator(mixed_precision=PRECISION[cfg.train.precision], cpu=cfg.train.cpu, kwargs_handlers=[ddp])
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
+    check_fsdp(fsdp_requested(), accelerator.distributed_type.value, device.type)
     if cfg.train.precision == "bf16" and device.type == "cpu" and not bf16_units():
         warnings.warn(
             "train.precision=bf16 on a CPU without bf16 matrix units (no amx_bf16 / avx512_bf16 flag): autocast "
@@ -227,18 +229,29 @@ def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> Tr
         optimizer, lambda s: lr_multiplier(s + skip_warmup, total + skip_warmup, cfg.schedule)
     )
     model, optimizer = accelerator.prepare(model, optimizer)
-    core = accelerator.unwrap_model(model)
+    core = plain_model(model)  # under DDP and torch.compile; with FSDP its parameters are shards
 
     state = TrainState(
-        optimizer=optimizer.optimizer, scheduler=scheduler, scaler=accelerator.scaler, loader=loader, rank=rank,
-        world_size=world,
+        model=model, optimizer=optimizer.optimizer, scheduler=scheduler, scaler=accelerator.scaler, loader=loader,
+        rank=rank, world_size=world,
     )  # fmt: skip
     resume_lines: list[str] = []
     if resumed is not None:
-        load_weights(core, resumed.model_state, source=str(resumed.path))
-        if resumed.train_state["world_size"] == world:  # else load_state_dict names both counts first
-            resume_lines = check_resume_changes(resumed.config_text, cfg, source=str(resumed.path))
-        state.load_state_dict(resumed.train_state, source=str(resumed.path), peak_lr=cfg.optim.lr)
+        source, fixed_audio = str(resumed.path), cfg.train.target_seconds_per_update is not None
+        check_world_size(resumed.train_state, world, source=source, fixed_audio=fixed_audio)  # before other changes
+        load_model_state(model, resumed.model_state, source=source)
+        resume_lines = check_resume_changes(resumed.config_text, cfg, source=source)
+        if (saved_world := resumed.train_state["world_size"]) != world:
+            saved_accum = max(
+                1, math.ceil(cfg.train.target_seconds_per_update / (data.max_batch_seconds * saved_world))
+            )
+            resume_lines.append(
+                f"resume: {saved_world} -> {world} process(es), {saved_accum} -> {grad_accum} micro-batch(es) per "
+                "update; the rest of the epoch is re-split over the new processes"
+            )
+        state.load_state_dict(
+            resumed.train_state, source=source, peak_lr=cfg.optim.lr, seed=cfg.seed, fixed_audio=fixed_audio
+        )
     else:
         seed_everything(cfg.seed * 1000 + rank + 1)  # masking and dropout differ across processes
     step, epoch, skipped, bad_in_row = state.step, state.epoch, state.skipped, 0
@@ -283,11 +296,12 @@ def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> Tr
 
     def save(val_loss: float | None) -> Path | None:
         state.step, state.skipped = step, skipped
-        train_state = state.state_dict()  # on every rank: it gathers their RNG and loader states
+        train_state = state.state_dict()  # on every rank: it gathers their RNG and loader states (FSDP: optimizer)
+        weights = model_state(model)  # on every rank: under FSDP it gathers the shards to rank 0
         path = None
         if accelerator.is_main_process:
             path = save_checkpoint(
-                run_dir, step, model_state=core.state_dict(), train_state=train_state, config_text=config_text,
+                run_dir, step, model_state=weights, train_state=train_state, config_text=config_text,
                 val_loss=val_loss,
             )  # fmt: skip
             prune_checkpoints(run_dir, cfg.train.keep_last)

@@ -321,6 +321,13 @@ def test_a_state_of_another_plan_is_refused(corpus):
         other.load_state_dict(state)
 
 
+def test_a_shard_run_resumed_on_another_number_of_processes_is_refused(corpus):
+    _, folder = corpus
+    states = [make_shard_loader(folder, **LOADER, rank=r, world_size=2).state_dict() for r in range(2)]
+    with pytest.raises(ValueError, match=r"shard folder: saved on 2 process\(es\), resuming on 1: the shards are"):
+        make_shard_loader(folder, **LOADER).load_state_dicts_of_world(states)
+
+
 def test_a_file_unreadable_while_packing_leaves_the_earlier_packing(corpus, tmp_path, monkeypatch):
     tsv, _ = corpus
     out = tmp_path / "shards"

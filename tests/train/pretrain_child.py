@@ -3,9 +3,9 @@
     python tests/train/pretrain_child.py KEY=VALUE ... [--resume auto|DIR]
 
 Runs `ssl-audio pretrain` on an empty recipe with the given overrides and writes, per rank, the JSON file
-$CHILD_REPORTS/rank<R>.json: {"rank", "start", "step", "skipped", "losses", "saved", "param_sha256"}: the update
-this call started at, the losses of the updates it ran (exact floats), the steps this rank saved, and a hash
-of its final weights.
+$CHILD_REPORTS/rank<R>.json: {"rank", "start", "step", "skipped", "losses", "saved", "param_sha256", "trained_rows"}:
+the update this call started at, the losses of the updates it ran (exact floats), the steps this rank saved, a hash
+of its final weights, and the manifest rows of every training micro-batch this rank ran, in order.
 
 With SLOW_SAVE_STEP=N and SLOW_SAVE_READY=FILE in the environment, the save of step N stops after its files
 are written but before meta.json and the rename: it creates FILE and sleeps, so a test can kill it mid-save.
@@ -32,11 +32,13 @@ def main() -> int:
     models: list[torch.nn.Module] = []
     saved: list[int] = []
     results: list[loop.TrainResult] = []
-    real_build, real_save, real_train, real_fsync = (
+    trained_rows: list[list[int]] = []
+    real_build, real_save, real_train, real_fsync, real_forward = (
         loop.build_model,
         loop.save_checkpoint,
         loop.train,
         checkpoint._fsync,
+        loop.forward_batch,
     )
 
     def build_model(*args, **kwargs):
@@ -46,6 +48,11 @@ def main() -> int:
     def save_checkpoint(run_dir, step, **kwargs):
         saved.append(step)
         return real_save(run_dir, step, **kwargs)
+
+    def forward_batch(model, family, batch, **kwargs):
+        if model.training:  # validation runs in eval mode
+            trained_rows.append(batch.indices.tolist())
+        return real_forward(model, family, batch, **kwargs)
 
     def train(*args, **kwargs):
         results.append(real_train(*args, **kwargs))
@@ -60,6 +67,7 @@ def main() -> int:
             time.sleep(3600)
 
     loop.build_model, loop.save_checkpoint, loop.train, checkpoint._fsync = build_model, save_checkpoint, train, fsync
+    loop.forward_batch = forward_batch
     args = sys.argv[1:]
     with tempfile.TemporaryDirectory() as tmp:
         recipe = Path(tmp) / "recipe.yaml"
@@ -80,6 +88,7 @@ def main() -> int:
         "losses": result.losses,
         "saved": saved,
         "param_sha256": digest.hexdigest(),
+        "trained_rows": trained_rows,
     }
     Path(os.environ["CHILD_REPORTS"], f"rank{report['rank']}.json").write_text(json.dumps(report))
     return 0

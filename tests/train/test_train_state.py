@@ -27,7 +27,9 @@ def parts(lr: float = 0.1) -> tuple[torch.nn.Linear, TrainState]:
     model = torch.nn.Linear(3, 2)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0 / (1 + s))
-    state = TrainState(optimizer=optimizer, scheduler=scheduler, scaler=None, loader=FakeLoader(), rank=0, world_size=1)
+    state = TrainState(
+        model=model, optimizer=optimizer, scheduler=scheduler, scaler=None, loader=FakeLoader(), rank=0, world_size=1
+    )
     return model, state
 
 
@@ -46,7 +48,7 @@ def test_round_trip_restores_counters_optimizer_schedule_loader_and_rng() -> Non
 
     _, fresh = parts()
     torch.manual_seed(0)
-    fresh.load_state_dict(saved, source="S", peak_lr=0.1)
+    fresh.load_state_dict(saved, source="S", peak_lr=0.1, seed=0, fixed_audio=False)
     assert (fresh.step, fresh.skipped, fresh.epoch) == (3, 1, 2)
     assert fresh.loader.state == {"epoch": 2, "position": 5}
     assert fresh.scheduler.last_epoch == 3
@@ -60,5 +62,7 @@ def test_round_trip_restores_counters_optimizer_schedule_loader_and_rng() -> Non
 def test_other_process_count_is_refused_naming_both() -> None:
     _, state = parts()
     saved = {**state.state_dict(), "world_size": 2}
-    with pytest.raises(ValueError, match="S: saved with 2 processes, resuming with 1"):
-        state.load_state_dict(saved, source="S", peak_lr=0.1)
+    with pytest.raises(
+        ValueError, match=r"^S: saved with 2 processes, resuming with 1: only a run with train\.target_"
+    ):
+        state.load_state_dict(saved, source="S", peak_lr=0.1, seed=0, fixed_audio=False)
