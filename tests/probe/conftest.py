@@ -18,8 +18,10 @@ PEAK = 0.05  # low enough that no noisy copy reaches full scale (so none is resc
 def _clip(rng: np.random.Generator, pitch: float, tilt: float, seconds: float) -> np.ndarray:
     t = np.arange(round(seconds * SAMPLE_RATE)) / SAMPLE_RATE
     wave = sum(tilt**h * np.sin(2 * np.pi * pitch * (h + 1) * t + rng.uniform(0, 6.3)) for h in range(4))
-    floor = 0.01 * rng.standard_normal(t.size)  # a recording's own noise floor (~40 dB down): no constant MFCC
-    return PEAK * (wave / np.abs(wave).max() + floor)
+    pause = np.zeros(round(0.15 * SAMPLE_RATE))  # pauses, as speech has: where added noise shows most
+    wave = np.concatenate([pause, wave / np.abs(wave).max(), pause])
+    floor = 0.01 * rng.standard_normal(wave.size)  # a recording's own noise floor (~40 dB down): no constant MFCC
+    return PEAK * (wave + floor)
 
 
 @pytest.fixture(scope="session")
@@ -33,7 +35,7 @@ def noise_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for keyword, pitch in (("low", 150.0), ("high", 1500.0)):
             for i in range(count):
                 speaker, tilt = ("a", 0.3) if i % 2 == 0 else ("b", 0.9)
-                wave = _clip(rng, pitch * rng.uniform(0.98, 1.02), tilt, rng.uniform(0.4, 0.6))
+                wave = _clip(rng, pitch * rng.uniform(0.98, 1.02), tilt, rng.uniform(0.3, 0.4))
                 name = f"audio/{split}_{keyword}_{i}.wav"
                 sf.write(root / "clean" / name, wave.astype(np.float32), SAMPLE_RATE, subtype="FLOAT")
                 rows.append(f"{name}\t{speaker}\t{keyword}")
