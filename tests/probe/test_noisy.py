@@ -17,6 +17,7 @@ from sklearn.metrics import accuracy_score, roc_auc_score
 from ssl_audio.cli import main
 from ssl_audio.probe.featurizer import checkpoint_featurizer, mfcc_featurizer
 from ssl_audio.probe.layer_plot import COLOURS, LEGEND_ROW, PLOT_SIZE
+from ssl_audio.probe.metrics import accuracy
 from ssl_audio.probe.task import Targets
 from ssl_audio.probe.tasks import ProbeConfig, run_probe
 from ssl_audio.probe.tasks.noisy import CLASSES, evaluate, roc_auc
@@ -129,7 +130,5 @@ def test_cli_noisy_all_layers_then_one_figure_of_two_runs(
 
 def test_accuracy_oracle_is_sklearn() -> None:
     """The task's accuracy is ssl_audio.probe.metrics.accuracy: the same as sklearn's on the argmax."""
-    from ssl_audio.probe.metrics import accuracy
-
     y, p = np.array([0, 1, 1, 0, 1, 1]), np.array([0, 1, 0, 0, 1, 0])
     assert accuracy(y, p) == accuracy_score(y, p)
