@@ -116,3 +116,19 @@ def test_multi_condition_training_reads_the_condition_table(noise_corpus: Path, 
     results = run_probe(cfg, mfcc_featurizer(), cache_dir=noise_corpus / "cache")
     assert results["num_train"] == 30 and results["label_column"] == "keyword"
     assert 0.0 <= results["metrics"]["accuracy"] <= 1.0
+
+
+def test_verify_by_snr_draws_each_buckets_trials_from_its_rows(noise_corpus: Path) -> None:
+    snr = noise_corpus / "snr"
+    cfg = ProbeConfig(task="verify", train=str(noise_corpus / "clean" / "train.tsv"), test=str(snr / "test_snr.tsv"))
+    featurizer, cache = mfcc_featurizer(), noise_corpus / "cache"
+    results = run_probe(ProbeConfig(**{**cfg.__dict__, "by_snr": True}), featurizer, cache_dir=cache)
+    rows = bucket_rows(read_table(cfg.test))
+    last = results["by_snr"][-1]
+    assert last["bucket"] == "0dB"
+    alone = ProbeConfig(
+        **{**cfg.__dict__, "test": _subset_table(Path(cfg.test), rows["0dB"], snr / "alone_verify.tsv")}
+    )
+    expected = run_probe(alone, featurizer, cache_dir=cache)
+    assert last["metrics"] == expected["metrics"]
+    assert expected["details"]["trials"] == 4 * 3 // 2  # pairs among the bucket's 4 rows only
