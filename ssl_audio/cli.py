@@ -209,6 +209,12 @@ def _probe_report(args: argparse.Namespace) -> None:
     print(compare_runs(args.runs), end="")
 
 
+def _probe_layers(args: argparse.Namespace) -> None:
+    from ssl_audio.probe.report import layer_figure
+
+    print(f"probe-layers: wrote {layer_figure(args.runs, args.out, metric=args.metric)}")
+
+
 def _convert(args: argparse.Namespace) -> None:
     from ssl_audio.interop.convert import convert
 
@@ -375,7 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
         "probe",
         help="linear-probe a frozen checkpoint or a baseline on a downstream task",
         description="classify: utterance labels; verify: speaker EER/minDCF/Recall@K; ctc: characters (CER/WER); "
-        "frames: phones per frame (--alignments). Features are cached, so re-runs do not re-run the encoder.",
+        "frames: phones per frame (--alignments); noisy: clean vs noisy clips (snr_db column; accuracy, AUC). "
+        "Features are cached, so re-runs do not re-run the encoder.",
     )
     from ssl_audio.probe.config import ProbeConfig  # no torch either
     from ssl_audio.probe.registry import task_names
@@ -393,6 +400,15 @@ def build_parser() -> argparse.ArgumentParser:
     layers.add_argument("--layer", type=int, default=None, help="probe this layer (0 = transformer input)")
     layers.add_argument("--weighted", action="store_true", help="learn a softmax-weighted sum of all layers")
     p.add_argument("--all-layers", action="store_true", help="also probe every layer alone: table and layers.png")
+    p.add_argument(
+        "--head", default=default["head"], choices=("linear", "stats"),
+        help="classify/verify/noisy: linear on per-layer pooled stats, or stats: mean+std pooling of the frames "
+        "mixed over the layers (SUPERB SID/ASV style; learns layer weights unless --layer)",
+    )  # fmt: skip
+    p.add_argument(
+        "--by-snr", action="store_true",
+        help="also score each SNR bucket (clean, 20, 10, 5, 0 dB) of the test table's snr_db column",
+    )  # fmt: skip
     p.add_argument("--out", default=None, help="folder for results.json/.md (default probes/TASK-SOURCE)")
     p.add_argument("--cache", default=None, help="feature cache folder, shareable between runs (default OUT/cache)")
     p.add_argument("--label-column", default=None, help="default: classify the last column, verify speaker, ...")
@@ -419,6 +435,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("probe-report", help="several probe runs' results side by side")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folders (or their results.json)")
     p.set_defaults(func=_probe_report)
+
+    p = commands.add_parser("probe-layers", help="several --all-layers runs' metric against the layer in one PNG")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders (or their results.json) with per-layer results")
+    p.add_argument("--out", required=True, help="the PNG to write")
+    p.add_argument("--metric", default=None, help="default: the first run's headline metric (accuracy, eer, ...)")
+    p.set_defaults(func=_probe_layers)
 
     p = commands.add_parser(
         "convert",

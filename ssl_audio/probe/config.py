@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from ssl_audio.checks import fail, require_count, require_positive, require_range
 from ssl_audio.probe.task_names import TASK_MODULES
 
+HEADS = ("linear", "stats")
+STATS_HEAD_TASKS = ("classify", "verify", "noisy")  # the utterance-level tasks
+
 
 @dataclass(frozen=True, kw_only=True)
 class ProbeConfig:
@@ -21,6 +24,10 @@ class ProbeConfig:
     layer: int | None = None  # probe this layer alone (0 = the transformer input)
     weighted: bool = False  # learn a softmax-weighted sum of all layers (SUPERB)
     all_layers: bool = False  # also probe every layer on its own and plot the metric against the layer
+    # linear: pool each layer, mix the pooled vectors, linear; stats: mix the layers per frame, then mean + std
+    # pooling, linear (SUPERB's SID/ASV heads; ssl_audio.probe.stats_head). Utterance-level tasks only.
+    head: str = "linear"
+    by_snr: bool = False  # also report the metrics per SNR bucket of the test table's snr_db (ssl_audio.probe.snr)
     epochs: int | None = None  # None: the task's default
     lr: float | None = None  # Adam learning rate; None: the task's default
     batch_size: int = 32  # utterances per update
@@ -41,6 +48,12 @@ class ProbeConfig:
         require_range(self, "p_target", low=0, high=1, low_open=True, high_open=True)  # minDCF's prior
         if self.layer is not None and self.weighted:
             fail(self, "weighted", "excludes layer: probe one layer (--layer) or the weighted sum (--weighted)")
+        if self.head not in HEADS:
+            fail(self, "head", f"must be one of {', '.join(HEADS)}, got {self.head!r}")
+        if self.head == "stats" and self.task not in STATS_HEAD_TASKS:
+            fail(self, "head", f"stats pools utterances: tasks {', '.join(STATS_HEAD_TASKS)}, not {self.task!r}")
+        if self.by_snr and self.trials is not None:
+            fail(self, "by_snr", "draws the trials of each SNR bucket; it cannot use a trial list (--trials)")
         if self.trials is not None and self.max_trials is not None:
             fail(
                 self, "max_trials", "give a trial list (--trials) or a number of random trials (--max-trials), not both"

@@ -3,7 +3,9 @@ differs between tasks comes from the task's record (ssl_audio.probe.task.ProbeTa
 
 Which layers: `layer=k` probes layer k (0 = the transformer input); `weighted` learns a softmax-weighted
 sum of all layers (SUPERB); neither: the task's default rule (the weighted sum for the trained tasks, the
-middle layer for verify). With `all_layers`, every layer is also probed on its own from the same cached features.
+middle layer for verify; `head: stats` learns its own weights). With `all_layers`, every layer is also probed on
+its own from the same cached features. With `by_snr`, the headline probe is also scored on each SNR bucket of the
+test table (ssl_audio.probe.snr): heads trained on the training table as it is (clean, or multi-condition).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from ssl_audio.data.probe_table import read_table
 from ssl_audio.probe.config import ProbeConfig
 from ssl_audio.probe.featurizer import Featurizer, table_features
 from ssl_audio.probe.registry import get_task
+from ssl_audio.probe.snr import bucket_rows, subset_targets
 from ssl_audio.probe.task import Outcome, ProbeTask
 
 
@@ -39,7 +42,7 @@ def _main_layer(cfg: ProbeConfig, task: ProbeTask, featurizer: Featurizer) -> in
         return cfg.layer
     if featurizer.num_layers == 1:
         return 0  # MFCC / log-mel: the only "layer"
-    if cfg.weighted:
+    if cfg.weighted or cfg.head == "stats":  # the statistics head learns its layer weights (SUPERB SID / ASV)
         return None
     return task.default_layer(featurizer.num_layers)
 
@@ -67,6 +70,7 @@ def run_probe(
     device = torch.device(device)
     train_table, test_table = read_table(cfg.train), read_table(cfg.test)
     targets = task.targets(resolved, featurizer, train_table, test_table)  # label errors surface before any encoding
+    buckets = bucket_rows(test_table) if cfg.by_snr else {}  # so do SNR errors
     main = _main_layer(cfg, task, featurizer)
     every = tuple(range(featurizer.num_layers))
     loaded = every if main is None or cfg.all_layers else (main,)
@@ -74,12 +78,16 @@ def run_probe(
     test = table_features(featurizer, test_table, loaded, cache_dir=cache_dir, progress=progress)
     task.check_features(targets, train_table, train, test_table, test, featurizer.frame_rate)
 
-    def run(layer: int | None, run_cfg: ProbeConfig = resolved) -> Outcome:
+    def run(layer: int | None, run_cfg: ProbeConfig = resolved, rows: list[int] | None = None) -> Outcome:
+        """The probe of one layer (None: all loaded ones), on the test rows `rows` (None: all)."""
+        run_test, run_targets = test, targets
+        if rows is not None:
+            run_test, run_targets = [test[i] for i in rows], subset_targets(targets, rows)
         if layer is None:
-            return task.evaluate(run_cfg, train, test, targets, device)
+            return task.evaluate(run_cfg, train, run_test, run_targets, device)
         k = loaded.index(layer)
-        pick_train, pick_test = [f[k : k + 1] for f in train], [f[k : k + 1] for f in test]
-        return task.evaluate(run_cfg, pick_train, pick_test, targets, device)
+        pick_train, pick_test = [f[k : k + 1] for f in train], [f[k : k + 1] for f in run_test]
+        return task.evaluate(run_cfg, pick_train, pick_test, run_targets, device)
 
     outcomes = []
     for seed in range(cfg.seed, cfg.seed + cfg.seeds):
@@ -105,6 +113,16 @@ def run_probe(
     if cfg.seeds > 1:
         results["metrics_std"] = _std_metrics(outcomes)
         results["metrics_per_seed"] = [o.metrics for o in outcomes]
+    if cfg.by_snr:  # every seed's head trained again for each bucket's rows: the same heads, seeded alike
+        results["by_snr"] = []
+        for bucket, rows in buckets.items():
+            per_seed = [
+                run(main, dataclasses.replace(resolved, seed=s), rows) for s in range(cfg.seed, cfg.seed + cfg.seeds)
+            ]
+            entry: dict[str, Any] = {"bucket": bucket, "num_test": len(rows), "metrics": _mean_metrics(per_seed)}
+            if cfg.seeds > 1:
+                entry["metrics_std"] = _std_metrics(per_seed)
+            results["by_snr"].append(entry)
     if cfg.all_layers:  # the first seed only
         per_layer = [outcome if k == main else run(k) for k in every]
         results["per_layer"] = [{"layer": k, "metrics": o.metrics} for k, o in zip(every, per_layer)]

@@ -1,21 +1,16 @@
 """Probe results on disk and on screen: results.json, results.md, a PNG of the metric against the layer
-(drawn with Pillow: matplotlib is not a dependency), and a side-by-side table of several runs."""
+(ssl_audio.probe.layer_plot), and a side-by-side table of several runs."""
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageDraw, ImageFont
-
 from ssl_audio.atomic import write_text
+from ssl_audio.probe.layer_plot import plot_curves, run_curve
 
 RESULTS_JSON, RESULTS_MD, LAYERS_PNG = "results.json", "results.md", "layers.png"
-PLOT_SIZE = (480, 320)  # pixels
-PLOT_MARGINS = (64, 34, 16, 46)  # left, top, right, bottom: room for tick labels and titles
-INK, GRID, LINE = (0, 0, 0), (225, 225, 225), (31, 119, 180)
 LOWER_IS_BETTER = ("eer", "min_dcf", "cer", "wer")  # every other metric: higher is better
 
 
@@ -43,6 +38,20 @@ def _metrics_table(results: dict[str, Any]) -> list[str]:
     return _table(header, rows)
 
 
+def _snr_table(by_snr: list[dict[str, Any]]) -> list[str]:
+    """bucket | test rows | each metric (mean, with the std over seeds when there are several)."""
+    names = list(dict.fromkeys(name for entry in by_snr for name in entry["metrics"]))  # a bucket may lack one
+
+    def cell(entry: dict[str, Any], name: str) -> str:
+        if name not in entry["metrics"]:
+            return "-"
+        std = entry.get("metrics_std", {}).get(name)
+        return _number(entry["metrics"][name]) + ("" if std is None else f" ± {_number(std)}")
+
+    rows = [[e["bucket"], str(e["num_test"]), *(cell(e, n) for n in names)] for e in by_snr]
+    return _table(["bucket", "test rows", *names], rows)
+
+
 def results_markdown(results: dict[str, Any]) -> str:
     """A readable summary: what was probed, the metrics, layer weights and the per-layer table."""
     cfg = results["config"]
@@ -57,6 +66,8 @@ def results_markdown(results: dict[str, Any]) -> str:
     if results.get("layer_weights"):
         weights = ", ".join(f"{k}: {w:.3f}" for k, w in enumerate(results["layer_weights"]))
         lines += ["", f"layer weights (0 = transformer input): {weights}"]
+    if results.get("by_snr"):
+        lines += ["", "## By SNR bucket of the test set", "", *_snr_table(results["by_snr"])]
     if results.get("per_layer"):
         names = list(results["per_layer"][0]["metrics"])
         rows = [[str(p["layer"]), *(_number(p["metrics"][n]) for n in names)] for p in results["per_layer"]]
@@ -81,57 +92,11 @@ def write_results(out_dir: str | Path, results: dict[str, Any]) -> list[Path]:
     return written
 
 
-def _ticks(low: float, high: float, count: int = 5) -> list[float]:
-    """About `count` round numbers (steps of 1, 2 or 5 times a power of ten) covering [low, high]."""
-    raw = (high - low) / max(count - 1, 1)
-    power = 10 ** math.floor(math.log10(raw))
-    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
-    first = math.floor(low / step) * step
-    return [first + i * step for i in range(int(math.ceil((high - first) / step)) + 1)]
-
-
 def plot_layers(path: str | Path, layers: list[int], values: list[float], *, title: str, ylabel: str) -> Path:
     """A line plot of `values` against `layers` with axes, ticks, labels and a dot per layer, as PNG."""
     if not layers or len(layers) != len(values):
         raise ValueError(f"plot_layers: {len(layers)} layers for {len(values)} values")
-    width, height = PLOT_SIZE
-    left, top, right, bottom = PLOT_MARGINS
-    x0, x1, y0, y1 = left, width - right, height - bottom, top  # plot area; y grows downwards
-    low, high = min(values), max(values)
-    if high - low < 1e-9:  # a flat line still needs a y range
-        low, high = low - 0.05, high + 0.05
-    yticks = _ticks(low, high)
-    low, high = yticks[0], yticks[-1]
-    span = max(layers[-1] - layers[0], 1)
-
-    def point(layer: int, value: float) -> tuple[float, float]:
-        return (x0 + (layer - layers[0]) / span * (x1 - x0), y0 - (value - low) / (high - low) * (y0 - y1))
-
-    image = Image.new("RGB", PLOT_SIZE, "white")
-    draw = ImageDraw.Draw(image)
-    font = ImageFont.load_default()
-    for tick in yticks:
-        _, y = point(layers[0], tick)
-        draw.line([(x0, y), (x1, y)], fill=GRID)
-        label = f"{tick:.3g}"
-        draw.text((x0 - 6 - draw.textlength(label, font=font), y - 5), label, fill=INK, font=font)
-    every = max(1, math.ceil(len(layers) / 16))  # at most ~16 x labels
-    for layer in layers[::every]:
-        x, _ = point(layer, low)
-        draw.line([(x, y0), (x, y0 + 4)], fill=INK)
-        draw.text((x - draw.textlength(str(layer), font=font) / 2, y0 + 6), str(layer), fill=INK, font=font)
-    draw.line([(x0, y1), (x0, y0), (x1, y0)], fill=INK, width=1)  # the axes
-    draw.text(((x0 + x1 - draw.textlength("layer", font=font)) / 2, height - 18), "layer", fill=INK, font=font)
-    draw.text((4, top - 16), ylabel, fill=INK, font=font)
-    draw.text(((width - draw.textlength(title, font=font)) / 2, 4), title, fill=INK, font=font)
-    points = [point(k, v) for k, v in zip(layers, values)]
-    if len(points) > 1:
-        draw.line(points, fill=LINE, width=2)
-    for x, y in points:
-        draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=LINE, outline=INK)
-    path = Path(path)
-    image.save(path)
-    return path
+    return plot_curves(path, {"": (layers, values)}, title=title, ylabel=ylabel)
 
 
 def load_results(run: str | Path) -> dict[str, Any]:
@@ -176,6 +141,9 @@ def compare_runs(runs: list[str | Path]) -> str:
         row = f"{group}: {r['task']}" if by_group else r["task"]
         for metric, value in r["metrics"].items():
             values.setdefault(f"{row} {metric}", [None] * len(columns))[column] = value
+        for entry in r.get("by_snr", ()):  # per-SNR rows of runs with --by-snr
+            for metric, value in entry["metrics"].items():
+                values.setdefault(f"{row} @{entry['bucket']} {metric}", [None] * len(columns))[column] = value
     rows: dict[str, list[str]] = {
         key: [", ".join(sorted(merged[c][key])) for c in columns] for key in ("featurizer", "probe")
     }
@@ -184,3 +152,24 @@ def compare_runs(runs: list[str | Path]) -> str:
         best = (min if key.split()[-1] in LOWER_IS_BETTER else max)(present) if len(present) > 1 else None
         rows[key] = ["-" if v is None else f"**{_number(v)}**" if v == best else _number(v) for v in row]
     return "\n".join(_table(["", *columns], [[key, *cells] for key, cells in rows.items()])) + "\n"
+
+
+def layer_figure(runs: list[str | Path], out: str | Path, *, metric: str | None = None) -> Path:
+    """One PNG of several --all-layers runs' metric against the layer, a curve per run named by its folder (or
+    its parent/folder when two runs' folders share a name). Default metric: the first run's headline."""
+    if not runs:
+        raise ValueError("layer_figure: no runs")
+    results = [load_results(run) for run in runs]
+    folders = [Path(run) if Path(run).is_dir() else Path(run).parent for run in runs]
+    names = [folder.name for folder in folders]
+    if len(set(names)) < len(names):
+        names = [f"{folder.parent.name}/{folder.name}" for folder in folders]
+    metric = metric or results[0]["headline"]
+    curves = {}
+    for name, run, r in zip(names, runs, results):
+        try:
+            curves[name] = run_curve(r, metric)[1]
+        except ValueError as err:
+            raise ValueError(f"{run}: {err}") from None
+    tasks = ", ".join(dict.fromkeys(r["task"] for r in results))
+    return plot_curves(out, curves, title=f"{tasks}: {metric} per layer", ylabel=metric)

@@ -11,4 +11,5 @@ TASK_MODULES: dict[str, str] = {
     "verify": "ssl_audio.probe.tasks.verify",
     "ctc": "ssl_audio.probe.tasks.ctc",
     "frames": "ssl_audio.probe.tasks.frames",
+    "noisy": "ssl_audio.probe.tasks.noisy",
 }

@@ -41,7 +41,7 @@ REFUSED = [  # (field, value, the value as the message shows it, the rule)
     ("c_fa", -1, "-1.0", POSITIVE),
     ("p_target", 0, "0.0", "must be in (0, 1), got {}"),
     ("p_target", 1, "1.0", "must be in (0, 1), got {}"),
-    ("task", "asr", "'asr'", "must be one of classify, verify, ctc, frames, got {}"),
+    ("task", "asr", "'asr'", "must be one of classify, verify, ctc, frames, noisy, got {}"),
 ]
 BASE = {"task": "verify", "train": "train.tsv", "test": "test.tsv"}
 
@@ -59,6 +59,12 @@ def test_fields_that_exclude_each_other() -> None:
         ProbeConfig(**BASE, layer=2, weighted=True)
     with pytest.raises(FieldError, match=r"^ProbeConfig\.max_trials: give a trial list .* not both$"):
         ProbeConfig(**BASE, trials="trials.txt", max_trials=10)
+    with pytest.raises(FieldError, match=r"^ProbeConfig\.by_snr: draws the trials of each SNR bucket"):
+        ProbeConfig(**BASE, trials="trials.txt", by_snr=True)
+    with pytest.raises(FieldError, match=r"^ProbeConfig\.head: stats pools utterances: .* not 'ctc'$"):
+        ProbeConfig(**{**BASE, "task": "ctc"}, head="stats")
+    with pytest.raises(FieldError, match=r"^ProbeConfig\.head: must be one of linear, stats, got 'mlp'$"):
+        ProbeConfig(**BASE, head="mlp")
 
 
 def test_edge_values_are_accepted() -> None:
@@ -84,13 +90,15 @@ def test_every_option_reaches_the_config() -> None:
         "verify", "--train", "a.tsv", "--test", "b.tsv", "--label-column", "spk", "--alignments", "al.jsonl",
         "--layer", "3", "--all-layers", "--epochs", "5", "--lr", "0.5", "--batch-size", "4", "--seed", "7",
         "--seeds", "2", "--p-target", "0.05", "--c-miss", "2", "--c-fa", "3", "--trials", "t.txt",
+        "--head", "stats",
     )  # fmt: skip
     expected = dict(
         label_column="spk", alignments="al.jsonl", layer=3, weighted=False, all_layers=True, epochs=5, lr=0.5,
-        batch_size=4, seed=7, seeds=2, p_target=0.05, c_miss=2.0, c_fa=3.0, trials="t.txt",
+        batch_size=4, seed=7, seeds=2, p_target=0.05, c_miss=2.0, c_fa=3.0, trials="t.txt", head="stats",
     )  # fmt: skip
     assert cfg == ProbeConfig(task="verify", train="a.tsv", test="b.tsv", max_trials=None, **expected)
     assert _parse("ctc", "--train", "a", "--test", "b", "--weighted", "--max-trials", "9").weighted is True
+    assert _parse("classify", "--train", "a", "--test", "b", "--by-snr").by_snr is True
 
 
 def _env() -> dict[str, str]:
@@ -102,13 +110,14 @@ def test_help_keeps_every_option_without_importing_torch() -> None:
     out = subprocess.run(probe, env=_env(), capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stderr
     options = ["--checkpoint STEP_DIR", "--baseline {random,mfcc,logmel}", "--train TRAIN", "--test TEST",
-               "--layer LAYER", "--weighted", "--all-layers", "--out OUT", "--cache CACHE",
+               "--layer LAYER", "--weighted", "--all-layers", "--head {linear,stats}", "--by-snr", "--out OUT",
+               "--cache CACHE",
                "--label-column LABEL_COLUMN", "--alignments ALIGNMENTS", "--epochs EPOCHS", "--lr LR",
                "--batch-size BATCH_SIZE", "--seed SEED", "--seeds SEEDS", "--p-target P_TARGET", "--c-miss C_MISS",
                "--c-fa C_FA", "--max-trials MAX_TRIALS", "--trials FILE", "--device DEVICE"]  # fmt: skip
     listed = [line.split("  ")[1] for line in out.stdout.splitlines() if line.startswith("  --")]
     assert listed == options
-    assert out.stdout.startswith("usage: ssl-audio probe ") and "{classify,verify,ctc,frames}" in out.stdout
+    assert out.stdout.startswith("usage: ssl-audio probe ") and "{classify,verify,ctc,frames,noisy}" in out.stdout
     modules = "sorted(m for m in sys.modules if m.split('.')[0] == 'torch')"
     check = f"import sys; from ssl_audio.cli import build_parser; build_parser(); print({modules})"
     out = subprocess.run([sys.executable, "-c", check], env=_env(), capture_output=True, text=True, check=False)

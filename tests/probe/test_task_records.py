@@ -30,12 +30,13 @@ DEFAULTS = {
     "verify": ("eer", "speaker", 100, 1e-2, 6, 2),  # no training: the middle transformer layer
     "ctc": ("cer", "transcript", 100, 1e-2, None, None),
     "frames": ("accuracy", None, 50, 1e-2, None, None),  # None: the weighted sum
+    "noisy": ("auc", "snr_db", 100, 1e-2, None, None),
 }
 
 
-def test_registry_lists_the_four_tasks_in_the_order_of_the_help() -> None:
-    assert task_names() == ("classify", "verify", "ctc", "frames")
-    with pytest.raises(ValueError, match=r"^unknown task 'asr'; expected one of classify, verify, ctc, frames$"):
+def test_registry_lists_the_tasks_in_the_order_of_the_help() -> None:
+    assert task_names() == ("classify", "verify", "ctc", "frames", "noisy")
+    with pytest.raises(ValueError, match=r"^unknown task 'asr'; expected one of classify, verify, ctc, frames, noisy$"):
         get_task("asr")
 
 

@@ -1,5 +1,6 @@
-"""classify: utterance labels. A linear head on mean+std pooled frames (Adam, cross-entropy); accuracy, macro-F1.
-Multi-label tables (a cell lists classes joined by ";") take the sigmoid head and mAP of tasks/multilabel.py."""
+"""classify: utterance labels. A linear head on mean+std pooled frames (Adam, cross-entropy), or the statistics-pooling
+head over mixed layers (`head: stats`); accuracy, macro-F1. Multi-label tables (a cell lists classes joined by ";")
+take the sigmoid head and mAP of tasks/multilabel.py."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from ssl_audio.probe.tasks.multilabel import (
     is_multi_label_targets,
     multi_label_targets,
 )
+from ssl_audio.probe.tasks.stats_training import apply_batched, stats_classifier
 from ssl_audio.probe.tasks.training import pooled_classifier
 
 
@@ -44,9 +46,14 @@ def targets(cfg: ProbeConfig, featurizer: Featurizer, train: ProbeTable, test: P
 def evaluate(
     cfg: ProbeConfig, train: list[np.ndarray], test: list[np.ndarray], targets: Targets, device: torch.device
 ) -> Outcome:
-    """Utterance classification from mean+std statistics of every layer, mixed after standardisation."""
+    """Utterance classification from mean+std statistics of every layer, mixed after standardisation (or, with
+    `head: stats`, from the statistics of the frames mixed over the layers)."""
     if is_multi_label_targets(targets):
+        if cfg.head == "stats":
+            raise ValueError("--head stats takes single-label tables; multi-label tables use the sigmoid head")
         return evaluate_multi_label(cfg, train, test, targets, device)
+    if cfg.head == "stats":
+        return _evaluate_stats(cfg, train, test, targets, device)
     x_train = np.stack([pool_mean_std(f) for f in train])  # (N, K, 2D)
     x_test = torch.from_numpy(np.stack([pool_mean_std(f) for f in test])).to(device)
     head, losses = pooled_classifier(cfg, x_train, targets.train, len(targets.names), device)
@@ -57,6 +64,19 @@ def evaluate(
         "macro_f1": macro_f1(targets.test, predicted, labels=list(range(len(targets.names)))),
     }
     weights = head.mix.weights if x_train.shape[1] > 1 else None
+    return Outcome(metrics=metrics, layer_weights=weights, losses=losses)
+
+
+def _evaluate_stats(
+    cfg: ProbeConfig, train: list[np.ndarray], test: list[np.ndarray], targets: Targets, device: torch.device
+) -> Outcome:
+    head, losses = stats_classifier(cfg, train, targets.train, len(targets.names), device)
+    predicted = apply_batched(head, test, device).argmax(axis=-1)
+    metrics = {
+        "accuracy": accuracy(targets.test, predicted),
+        "macro_f1": macro_f1(targets.test, predicted, labels=list(range(len(targets.names)))),
+    }
+    weights = head.mix.weights if train[0].shape[0] > 1 else None
     return Outcome(metrics=metrics, layer_weights=weights, losses=losses)
 
 
