@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ssl_audio.models.encoder import EncoderConfig
+from ssl_audio.models.finetune import FineTuneConfig
 from ssl_audio.models.hubert import HubertConfig
 from ssl_audio.models.wav2vec2 import Wav2Vec2Config
 
@@ -52,6 +53,8 @@ def masked_frames_expected(frames: int, mask_prob: float) -> float:
 def head_flops(cfg: HubertConfig | Wav2Vec2Config, frames: int, masked: float) -> float:
     """The objective's projections and logits on one utterance."""
     dim = cfg.encoder.dim
+    if isinstance(cfg, FineTuneConfig):  # CTC: logits on every frame; classify: one pooled row (negligible)
+        return 2.0 * frames * dim * len(cfg.vocab) if cfg.head == "ctc" else 0.0
     if isinstance(cfg, HubertConfig):
         sets = len(cfg.num_classes) if cfg.untie_final_proj else 1
         projection = 2.0 * frames * dim * cfg.final_dim * sets
