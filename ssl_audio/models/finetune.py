@@ -196,9 +196,10 @@ class FineTune(nn.Module):
             else:
                 classes = targets[:, 0]
                 loss = nn.functional.cross_entropy(logits, classes, reduction="sum")
-                predicted = nn.functional.one_hot(logits.argmax(dim=1), size).bool()
+                best = logits.argmax(dim=1)
+                predicted = nn.functional.one_hot(best, size).bool()
                 truth = nn.functional.one_hot(classes, size).bool()
-                correct = predicted.argmax(dim=1) == classes
+                correct = best == classes
         rows = torch.tensor(float(logits.shape[0]), device=logits.device)
         metrics = {
             "correct": correct.sum().float(),
