@@ -65,9 +65,9 @@ def classify_wave(model: FineTune, wave: Tensor) -> list[tuple[str, float]]:
 def run_files(step_dir: str | Path, files: Sequence[str], *, task: str) -> Iterator[tuple[str, str]]:
     """(file, printed result) for each file, with a progress bar over the files."""
     model = load_finetuned(step_dir)
-    wanted = "ctc" if task == "transcribe" else "classify"
-    if model.cfg.head != wanted:
-        raise ValueError(f"{step_dir}: a {model.cfg.head} model; use `ssl-audio {'transcribe' if model.cfg.head == 'ctc' else 'classify'}`")
+    command = {"ctc": "transcribe", "classify": "classify"}[model.cfg.head]
+    if command != task:
+        raise ValueError(f"{step_dir}: a {model.cfg.head} model; use `ssl-audio {command}`")
     for path in tqdm(files, desc=task, unit="file", disable=len(files) < 2):
         wave = load_audio(path)
         if task == "transcribe":

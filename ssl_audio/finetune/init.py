@@ -17,8 +17,9 @@ def encoder_from_checkpoint(model: ModelConfig, checkpoint: str) -> dict[str, An
     """The checkpoint's encoder config with the fine-tuning preset's regularisation and `model.config.encoder`
     laid over it."""
     pretrained = to_dict(family_config(read_model_config(checkpoint)).encoder)
-    preset = to_dict(FAMILIES[model.family].presets[model.preset]().encoder) if model.preset in FAMILIES[
-        model.family
-    ].presets else {}
+    presets = FAMILIES[model.family].presets
+    if model.preset not in presets:
+        raise ValueError(f"config key 'model.preset': {model.family} has presets {sorted(presets)}")
+    preset = to_dict(presets[model.preset]().encoder)
     regularisation = {k: preset[k] for k in REGULARISATION if k in preset}
     return lay_over(lay_over(pretrained, regularisation), model.config.get("encoder", {}))

@@ -127,7 +127,9 @@ def write_split_manifests(cfg: TargetsConfig, manifest_dir: str | Path) -> list[
             continue
         table: ProbeTable = read_table(tsv)
         root = table.root.resolve()
-        rows = [(table.cells[i][table.columns.index("path")], inspect_file(table.audio_path(i))) for i in range(len(table))]
+        rows = [
+            (table.cells[i][table.columns.index("path")], inspect_file(table.audio_path(i))) for i in range(len(table))
+        ]
         Path(manifest_dir).mkdir(parents=True, exist_ok=True)
         write_manifest(split_path(manifest_dir, split), root, rows)
         written.append(split_path(manifest_dir, split))

@@ -44,7 +44,9 @@ HEAD_KINDS = ("ctc", "classify")  # "seq2seq": ssl_audio/finetune/seq2seq.py's d
 def finetune_encoder(**changes: object) -> EncoderConfig:
     """BASE trunk with fairseq's fine-tuning regularisation (Wav2Vec2AsrConfig: dropout 0, attention dropout 0,
     activation dropout 0.1, dropout_input 0; layerdrop 0.1 in base_10m/1h/100h, 0.05 in base_10h)."""
-    values: dict = dict(dropout=0.0, attention_dropout=0.0, activation_dropout=0.1, projection_dropout=0.0, layerdrop=0.1)
+    values: dict = dict(
+        dropout=0.0, attention_dropout=0.0, activation_dropout=0.1, projection_dropout=0.0, layerdrop=0.1
+    )
     values.update(changes)
     return EncoderConfig(**values)  # type: ignore[arg-type]
 
@@ -128,7 +130,9 @@ class FineTune(nn.Module):
         else:
             self.head = ClassifyHead(dim, size, pooling=cfg.pooling, dropout=cfg.head_dropout)
 
-    def encode(self, wave: Tensor, lengths: Tensor | None, context: StepContext = EVAL) -> tuple[Tensor, Tensor, Tensor | None]:
+    def encode(
+        self, wave: Tensor, lengths: Tensor | None, context: StepContext = EVAL
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
         """(B, S) -> encoder output (B, T, D), frame lengths (B,), padding mask (B, T); masked while training."""
         frozen = frozen_parts(self.cfg, context.step, self.training)
         outer = torch.is_grad_enabled()

@@ -46,13 +46,13 @@ from ssl_audio.train.checkpoint import (
 )
 from ssl_audio.train.config import Config, resolve_config
 from ssl_audio.train.hardware import bf16_units
+from ssl_audio.train.param_groups import lr_scales
 from ssl_audio.train.peak import device_peak, utilisation
 from ssl_audio.train.resume_changes import check_resume_changes
 from ssl_audio.train.rng import seed_everything
 from ssl_audio.train.run_control import StopRequest, TrainingError
 from ssl_audio.train.run_folder import RunFolderError, take_run_folder
 from ssl_audio.train.schedule import lr_multiplier
-from ssl_audio.train.param_groups import lr_scales
 from ssl_audio.train.telemetry import Telemetry
 from ssl_audio.train.train_state import TrainState
 
@@ -210,7 +210,9 @@ def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> Tr
         )
         if train_targets is not None:
             if cfg.finetune.valid is None:
-                raise ValueError("finetune.valid must name the targets of valid.tsv when fine-tuning with a valid split")
+                raise ValueError(
+                    "finetune.valid must name the targets of valid.tsv when fine-tuning with a valid split"
+                )
             check_uncropped(data.collate, data.max_samples, valid_manifest, "valid")
             valid_targets = load_targets(cfg.finetune, cfg.finetune.valid, valid_manifest, vocab)
 

@@ -16,7 +16,9 @@ def test_finetune_then_use(task: str, tmp_path: Path, capsys: pytest.CaptureFixt
     corpus = write_corpus(tmp_path / "corpus", train=4, valid=2)
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("train:\n  max_updates: 2\n")
-    extra = [] if task == "transcribe" else ["finetune.kind=label", "finetune.column=keyword", "model.config.head=classify"]
+    extra = (
+        [] if task == "transcribe" else ["finetune.kind=label", "finetune.column=keyword", "model.config.head=classify"]
+    )
     args = ["finetune", str(recipe), *ft_overrides(corpus, tmp_path / "run"), *extra]
     assert cli.main(args) == 0
     out = capsys.readouterr().out

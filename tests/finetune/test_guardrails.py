@@ -33,7 +33,9 @@ def test_tiny_run_guardrails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     write_split_manifests(cfg.finetune, cfg.data.manifest_dir)
     family = loop.FAMILIES["finetune"]
     monkeypatch.setitem(
-        loop.FAMILIES, "finetune", replace(family, stuck=lambda c, step, m, after: f"stuck at {step}" if step >= 3 else None)
+        loop.FAMILIES,
+        "finetune",
+        replace(family, stuck=lambda c, step, m, after: f"stuck at {step}" if step >= 3 else None),
     )
     with pytest.warns(UserWarning, match="stuck at 3"):
         result = loop.train(cfg)

@@ -39,7 +39,9 @@ def test_paper_presets(name: str) -> None:
 
 
 def test_long_audio_is_chunked_without_a_frame_lost() -> None:
-    cfg = family_config(ModelConfig(family="finetune", preset="tiny", config={"vocab": VOCAB, "encoder": {"num_layers": 1}}))
+    cfg = family_config(
+        ModelConfig(family="finetune", preset="tiny", config={"vocab": VOCAB, "encoder": {"num_layers": 1}})
+    )
     model = FineTune(cfg).eval()
     wave = torch.randn(16000 * 65) * 0.1  # 65 s: three 30 s chunks
     frames = encoded_frames(model, wave)

@@ -32,7 +32,13 @@ def command(corpus: Path, run_dir: Path, recipe: Path, *extra: str) -> list[str]
 
 
 def start(cmd: list[str]) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1", "CUDA_VISIBLE_DEVICES": ""}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "OMP_NUM_THREADS": "1",
+        "TQDM_DISABLE": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+    }
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
