@@ -1,5 +1,6 @@
 """The heads' losses and metrics: a too-long target is left out (not NaN), classification metrics against
-probe/metrics.py (sklearn's definitions), the init from a pretraining checkpoint keeps its encoder only."""
+probe/metrics.py (sklearn's definitions), the init from a pretraining checkpoint keeps its encoder only (and
+the loop starts from exactly its weights)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import ft_overrides, write_corpus
 from safetensors.torch import load_file
 
 from ssl_audio.finetune.init import encoder_from_checkpoint
+from ssl_audio.finetune.targets import target_vocab, write_split_manifests
 from ssl_audio.models.ctc import ctc_loss_sum
 from ssl_audio.models.finetune import FineTune, summarise
 from ssl_audio.models.registry import ModelConfig, family_config
 from ssl_audio.models.step_context import StepContext
 from ssl_audio.probe.metrics import macro_f1
+from ssl_audio.train.config import load_config
+from ssl_audio.train.loop import train
 
 VOCAB = ["<pad>", "<s>", "</s>", "<unk>", "|", "A", "B", "C"]
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "checkpoints" / "hubert" / "step_00000001"
@@ -79,3 +84,18 @@ def test_encoder_comes_from_a_pretraining_checkpoint(tmp_path: Path) -> None:
     assert sum(k.startswith("encoder.") for k in own) == sum(k.startswith("encoder.") for k in state)
     out = model(torch.randn(1, 4000), None, [torch.tensor([[5, 6]])], context=StepContext())
     assert torch.isfinite(out.loss)
+
+
+def test_loop_starts_from_the_checkpoints_encoder(tmp_path: Path) -> None:
+    corpus = write_corpus(tmp_path / "c", train=3, valid=1)
+    overrides = ft_overrides(corpus, tmp_path / "run", "train.max_updates=0", f"init.checkpoint={FIXTURE}")
+    cfg = load_config(None, [o for o in overrides if not o.startswith("model.config.encoder.num_layers")])
+    write_split_manifests(cfg.finetune, cfg.data.manifest_dir)
+    result = train(cfg)
+    saved = load_file(result.checkpoint / "model.safetensors")
+    pretrained = load_file(FIXTURE / "model.safetensors")
+    for key, value in pretrained.items():
+        if key.startswith(("encoder.", "masker.")):
+            assert torch.equal(saved[key], value), key
+    assert not any(k.startswith(("final_proj", "label_embeddings")) for k in saved)
+    assert saved["head.proj.weight"].shape == (len(target_vocab(cfg.finetune)), 16)  # the fixture's width
