@@ -226,6 +226,7 @@ def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> Tr
         init_state = load_checkpoint(cfg.init.checkpoint).model_state
         if family.init_keeps:  # e.g. fine-tuning: the trunk only; the rest of the model starts fresh
             init_state = {k: v for k, v in init_state.items() if k.startswith(family.init_keeps)}
+            # what the checkpoint lacks starts fresh, except the trunk (`encoder.`, every family's), which must fit
             skip += tuple(k for k in model.state_dict() if k not in init_state and not k.startswith("encoder."))
         load_weights(model, init_state, source=cfg.init.checkpoint, skip=skip)
     encoder_cfg, o = family_cfg.encoder, cfg.optim
