@@ -220,7 +220,8 @@ class FineTune(nn.Module):
 
 
 def summarise(cfg: FineTuneConfig, means: dict[str, float]) -> dict[str, float]:
-    """Task metrics from the summed counts (every count is a mean over batches: their ratio is the ratio of sums)."""
+    """Task metrics from the summed counts (every count is a mean over batches: their ratio is the ratio of sums);
+    the counts themselves, means per batch, are left out."""
     out = dict(means)
     if "chars" in means:
         out["cer"] = means["char_errors"] / max(means["chars"], 1e-12)
@@ -234,7 +235,8 @@ def summarise(cfg: FineTuneConfig, means: dict[str, float]) -> dict[str, float]:
             if seen > 0:  # probe/metrics.py's macro_f1: classes neither true nor predicted are left out
                 f1.append(2 * means[f"tp_{c}"] / seen)
         out["macro_f1"] = sum(f1) / max(len(f1), 1)
-    return {k: v for k, v in out.items() if not k.startswith(("tp_", "predicted_", "true_"))}
+    counts = ("char_errors", "chars", "word_errors", "words", "correct", "rows", "masked_frames")
+    return {k: v for k, v in out.items() if k not in counts and not k.startswith(("tp_", "predicted_", "true_"))}
 
 
 def best_metric(cfg: FineTuneConfig) -> tuple[str, bool]:
