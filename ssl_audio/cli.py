@@ -70,25 +70,46 @@ def _data_pass(args: argparse.Namespace) -> None:
 
 
 def _pretrain(args: argparse.Namespace) -> int:
+    from ssl_audio.train.config import load_config
+
+    return _run_training(load_config(args.recipe, args.overrides), args, "pretrain")
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    from ssl_audio.finetune.targets import write_split_manifests
+    from ssl_audio.train.config import load_config
+
+    cfg = load_config(args.recipe, args.overrides)
+    if cfg.model.family != "finetune" or cfg.finetune.train is None:
+        raise ValueError(f"{args.recipe}: fine-tuning needs model.family: finetune and finetune.train (a targets tsv)")
+    if cfg.finetune.write_manifests and not args.print_config:
+        for path in write_split_manifests(cfg.finetune, cfg.data.manifest_dir):
+            print(f"finetune: wrote {path} from the targets' audio files")
+    return _run_training(cfg, args, "finetune")
+
+
+def _run_training(cfg, args: argparse.Namespace, name: str) -> int:  # noqa: ANN001 (a run Config)
     import yaml
 
     from ssl_audio.configs import to_dict
     from ssl_audio.models.registry import family_config
-    from ssl_audio.train.config import load_config, resolve_config
+    from ssl_audio.train.config import resolve_config
     from ssl_audio.train.loop import train
 
-    cfg = load_config(args.recipe, args.overrides)
     if args.print_config:
         cfg = resolve_config(cfg)  # what training would write to run_dir/config.yaml
         family_config(cfg.model)  # a bad model.config key fails here as it would in training
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
         return 0
     result = train(cfg, resume=args.resume)
-    summary = f"pretrain: {result.step} updates ({result.skipped} skipped)"
+    summary = f"{name}: {result.step} updates ({result.skipped} skipped)"
     if result.losses:
         summary += f", loss {result.losses[0]:.3f} -> {result.losses[-1]:.3f} per predicted frame this run"
     if result.valid:
         summary += f", valid loss {result.valid['loss']:.3f}"
+        for key in ("cer", "wer", "accuracy", "macro_f1"):
+            if key in result.valid:
+                summary += f", {key} {result.valid[key]:.4f}"
     print(summary + (f"; checkpoint {result.checkpoint}" if result.checkpoint else ""))
     if result.losses:
         mfu = "" if result.mfu is None else f", MFU {result.mfu:.1%}"
@@ -97,9 +118,16 @@ def _pretrain(args: argparse.Namespace) -> int:
             f"{result.tflops_per_second:.3g} TFLOP/s{mfu} over {len(result.losses)} updates"
         )
     if result.interrupted is not None:
-        print(f"pretrain: stopped by {result.interrupted}; continue with --resume auto", file=sys.stderr)
+        print(f"{name}: stopped by {result.interrupted}; continue with --resume auto", file=sys.stderr)
         return REQUEUE_EXIT_CODE
     return 0
+
+
+def _use_finetuned(args: argparse.Namespace) -> None:
+    from ssl_audio.finetune.infer import run_files
+
+    for path, text in run_files(args.step_dir, args.files, task=args.command):
+        print(f"{path}\t{text}")
 
 
 def _dump_features(args: argparse.Namespace) -> None:
@@ -323,6 +351,25 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.intermixed = True
     p.set_defaults(func=_pretrain)
+
+    p = commands.add_parser(
+        "finetune",
+        help="fine-tune a checkpoint with a CTC or classification head from a recipe",
+        description="Same loop as pretrain (exact resume, atomic checkpoints, many GPUs via accelerate launch). "
+        "Writes data.manifest_dir/{train,valid}.tsv from finetune.train / finetune.valid when absent.",
+    )
+    p.add_argument("recipe", help="YAML recipe (recipes/finetune_*.yaml)")
+    p.add_argument("overrides", nargs="*", default=(), metavar="KEY=VALUE", help="dotted overrides")
+    p.add_argument("--resume", default=None, metavar="auto|STEP_DIR", help="as for pretrain")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.intermixed = True
+    p.set_defaults(func=_finetune)
+
+    for name, what in (("transcribe", "print the greedy CTC transcript"), ("classify", "print the class")):
+        p = commands.add_parser(name, help=f"{what} of audio files with a fine-tuned step folder")
+        p.add_argument("step_dir", metavar="STEP_DIR", help="a step folder of `ssl-audio finetune`")
+        p.add_argument("files", nargs="+", metavar="AUDIO", help="audio files of any length (chunked over 30 s)")
+        p.set_defaults(func=_use_finetuned)
 
     p = commands.add_parser("dump-features", help="MFCC or layer-L features of a manifest, for k-means (sharded)")
     p.add_argument("--manifest", required=True, help="a manifest tsv (train.tsv)")

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 
 from ssl_audio.models.bestrq import MEL_BINS, MEL_HOP, MEL_WINDOW, BestRqConfig
 from ssl_audio.models.encoder import EncoderConfig
+from ssl_audio.models.finetune import FineTuneConfig
 from ssl_audio.models.hubert import HubertConfig
 from ssl_audio.models.wav2vec2 import Wav2Vec2Config
 
@@ -59,6 +60,8 @@ def head_flops(cfg: HubertConfig | Wav2Vec2Config | BestRqConfig, frames: int, m
     dim = cfg.encoder.dim
     if isinstance(cfg, BestRqConfig):  # a softmax head per codebook on the masked frames
         return 2.0 * masked * dim * cfg.num_codebooks * cfg.codebook_size
+    if isinstance(cfg, FineTuneConfig):  # CTC: logits on every frame; classify: one pooled row (negligible)
+        return 2.0 * frames * dim * len(cfg.vocab) if cfg.head == "ctc" else 0.0
     if isinstance(cfg, HubertConfig):
         sets = len(cfg.num_classes) if cfg.untie_final_proj else 1
         projection = 2.0 * frames * dim * cfg.final_dim * sets

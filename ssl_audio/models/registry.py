@@ -14,7 +14,7 @@ from typing import Any, Literal, Protocol
 from torch import Tensor, nn
 
 from ssl_audio.configs import from_dict, to_dict
-from ssl_audio.models import bestrq, hubert, wav2vec2, wavlm
+from ssl_audio.models import bestrq, finetune, hubert, wav2vec2, wavlm
 from ssl_audio.models.migrate import migrate_model_config
 
 
@@ -22,7 +22,7 @@ from ssl_audio.models.migrate import migrate_model_config
 class ModelConfig:
     """Which family, which preset, and overrides of the preset's fields (checked against the family's config)."""
 
-    family: Literal["wav2vec2", "hubert", "wavlm", "bestrq"] = "wav2vec2"
+    family: Literal["wav2vec2", "hubert", "wavlm", "bestrq", "finetune"] = "wav2vec2"
     preset: str = "base"  # a preset function of the family: base, large, tiny (wavlm: base_plus too)
     config: dict[str, Any] = field(default_factory=dict)  # e.g. {masking: {mask_prob: 0.5}, num_classes: [100]}
 
@@ -33,6 +33,7 @@ class LabelShapes:
 
     num_classes: tuple[int, ...]  # k of each label set
     rate: float  # Hz, one rate for every set
+    vocab: tuple[str, ...] = ()  # fine-tuning: the tokens or class names of the utterance targets
 
 
 class BatchLike(Protocol):
@@ -57,6 +58,15 @@ class Family:
     perplexity_floor: Callable[[Any, float], float | None]  # (config, fraction of the codebook) -> collapse warning
     fresh_parts: dict[str, tuple[str, ...]]  # init option (InitConfig field) -> state-dict prefixes it starts fresh
     accuracy_key: str  # the metric reported as "accuracy" (masked-frame accuracy)
+    # Validation: task metrics from the mean counts, and the one that picks the best checkpoint (higher better?).
+    summarise: Callable[[Any, dict[str, float]], dict[str, float]] = lambda cfg, means: means
+    best_metric: Callable[[Any], tuple[str, bool]] = lambda cfg: ("loss", False)
+    # (config, update, this update's metrics, train.chance_warn_after) -> a warning when training is stuck
+    stuck: Callable[[Any, int, dict[str, float], int], str | None] = lambda cfg, step, metrics, after: None
+    # Parameters that may get no gradient in an update (DDP's find_unused_parameters): layerdrop, frozen parts.
+    unused_parameters: Callable[[Any], bool] = lambda cfg: cfg.encoder.layerdrop > 0
+    init_keeps: tuple[str, ...] = ()  # only these state-dict prefixes come from init.checkpoint (empty: all)
+    encoder_from_init: bool = False  # the encoder architecture is init.checkpoint's (train/config.py)
 
 
 def _unlabelled_inputs(batch: BatchLike) -> dict[str, Any]:
@@ -123,6 +133,22 @@ def _hubert_like(name: str, presets: dict[str, Callable[[], Any]]) -> Family:
     )
 
 
+def _with_vocab(model: ModelConfig, labels: Callable[[], LabelShapes | None]) -> ModelConfig:
+    """Fine-tuning: the vocabulary (tokens or class names) comes from the targets (ssl_audio/finetune/targets.py)."""
+    shapes = labels()
+    if shapes is None or not shapes.vocab:
+        if "vocab" in model.config:
+            return model
+        raise ValueError("model.family=finetune needs targets: set finetune.train (a tsv of transcripts or labels)")
+    given = model.config.get("vocab")
+    if given is not None and tuple(given) != shapes.vocab:
+        raise ValueError(
+            f"config key 'model.config.vocab': {len(given)} entries differ from the {len(shapes.vocab)} the targets "
+            "give (finetune.vocab / finetune.train); drop one of them"
+        )
+    return replace(model, config={**model.config, "vocab": list(shapes.vocab)})
+
+
 FAMILIES: dict[str, Family] = {
     "wav2vec2": Family(
         config_class=wav2vec2.Wav2Vec2Config,
@@ -157,6 +183,23 @@ FAMILIES: dict[str, Family] = {
         perplexity_floor=_no_codebook,  # nothing learned can collapse: the quantiser is frozen
         fresh_parts={"reset_heads": ("heads.",)},  # the quantiser's buffers are kept: same targets
         accuracy_key="accuracy_masked_0",
+    ),
+    "finetune": Family(
+        config_class=finetune.FineTuneConfig,
+        presets={"base": finetune.finetune_base, "tiny": finetune.finetune_tiny},
+        model_class=finetune.FineTune,
+        inputs=_labelled_inputs("finetune"),
+        resolve=_with_vocab,
+        chance=lambda cfg: 0.0 if cfg.head == "ctc" else 1.0 / len(cfg.vocab),
+        perplexity_floor=_no_codebook,
+        fresh_parts={},
+        accuracy_key="accuracy",
+        summarise=finetune.summarise,
+        best_metric=finetune.best_metric,
+        stuck=finetune.stuck_warning,
+        unused_parameters=lambda cfg: True,  # frozen parts and frozen updates leave parameters without gradients
+        init_keeps=("encoder.", "masker."),  # a pretrained trunk (and its mask embedding), never its heads
+        encoder_from_init=True,
     ),
 }
 

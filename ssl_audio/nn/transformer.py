@@ -114,10 +114,29 @@ class TransformerEncoder(nn.Module):
         *,
         num_layers: int | None = None,
         layerdrop_seed: int | None = None,
+        frozen_layers: int = 0,
     ) -> TransformerOutput:
-        """x (B, T, D); key_padding (B, T) True at padded frames; stop after `num_layers` layers."""
+        """x (B, T, D); key_padding (B, T) True at padded frames; stop after `num_layers` layers.
+
+        `frozen_layers` n > 0 runs the input stage (positional conv, input norm) and the first n layers without
+        gradients (fine-tuning only the top layers: no activations kept, no backward through the bottom)."""
         if num_layers is not None and not 0 <= num_layers <= len(self.layers):
             raise ValueError(f"num_layers must be in [0, {len(self.layers)}], got {num_layers}")
+        if not 0 <= frozen_layers <= len(self.layers):
+            raise ValueError(f"frozen_layers must be in [0, {len(self.layers)}], got {frozen_layers}")
+        outer = torch.is_grad_enabled()
+        with torch.set_grad_enabled(outer and frozen_layers == 0):  # restores the caller's mode on exit
+            return self._forward(x, key_padding, num_layers, layerdrop_seed, frozen_layers, outer)
+
+    def _forward(
+        self,
+        x: Tensor,
+        key_padding: Tensor | None,
+        num_layers: int | None,
+        layerdrop_seed: int | None,
+        frozen: int,
+        grad: bool,
+    ) -> TransformerOutput:
         if key_padding is not None:
             x = x.masked_fill(key_padding[..., None], 0.0)  # padding must not leak through the positional conv
         x = x + self.positional(x)
@@ -127,7 +146,9 @@ class TransformerEncoder(nn.Module):
         bias = None if self.relative_bias is None else self.relative_bias(x.shape[1])
         hidden = [x]
         stop = len(self.layers) if num_layers is None else num_layers
-        for layer, keep in zip(self.layers[:stop], self.kept_layers(layerdrop_seed)[:stop]):
+        for i, (layer, keep) in enumerate(zip(self.layers[:stop], self.kept_layers(layerdrop_seed)[:stop])):
+            if i == frozen and frozen > 0:  # the trainable top starts here: gradients from this layer on
+                torch.set_grad_enabled(grad)
             if keep:
                 x = layer(x, key_padding, bias)
             hidden.append(x)

@@ -13,6 +13,8 @@ from ssl_audio import configs
 from ssl_audio.checks import require_count, require_non_negative, require_positive, require_probability, require_range
 from ssl_audio.data.config import DataConfig
 from ssl_audio.data.labels import check_label_sets, label_classes, read_header
+from ssl_audio.finetune.init import encoder_from_checkpoint
+from ssl_audio.finetune.targets import TargetsConfig, target_vocab
 from ssl_audio.models.registry import FAMILIES, LabelShapes, ModelConfig
 from ssl_audio.train.schedule import ScheduleConfig
 
@@ -28,9 +30,14 @@ class OptimConfig:
     eps: float = 1e-6
     weight_decay: float = 0.01  # not applied to norms, biases and other vectors
     clip_norm: float = 10.0  # HuBERT BASE 10; 0 disables clipping (the norm is still measured)
+    # Layer-wise decay: layer l of L trains at lr * layer_decay^(L - l); front-end, projection and positional
+    # embedding are layer 0; heads are not decayed. 1.0: one rate for all (fairseq's fine-tuning recipes).
+    layer_decay: float = 1.0
+    head_lr: float | None = None  # the heads' own peak rate (None: lr); the schedule scales it like lr
 
     def __post_init__(self) -> None:
-        require_positive(self, "lr", "eps")
+        require_positive(self, "lr", "eps", "head_lr")
+        require_range(self, "layer_decay", low=0, high=1, low_open=True)
         require_range(self, "betas", low=0, high=1, high_open=True)
         require_non_negative(self, "weight_decay", "clip_norm")
 
@@ -87,6 +94,7 @@ class Config:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     init: InitConfig = field(default_factory=InitConfig)
+    finetune: TargetsConfig = field(default_factory=TargetsConfig)  # utterance targets (model.family=finetune)
 
 
 def from_dict(values: dict, overrides: list[str] | tuple[str, ...] = (), schema: type[T] = Config) -> T:  # type: ignore[assignment]
@@ -103,11 +111,14 @@ def load_config(
     return configs.load_config(yaml_path, overrides, schema=schema)
 
 
-def read_label_shapes(data: DataConfig) -> LabelShapes | None:
+def read_label_shapes(data: DataConfig, targets: TargetsConfig | None = None) -> LabelShapes | None:
     """Classes and rate from the label files' headers (None without data.train_labels).
 
     Every header, train and valid, is checked before any training: a mismatch would surface only at the first
     validation, or not at all (labels of another k-means model give a plausible but wrong valid loss)."""
+    if targets is not None and targets.train is not None:  # fine-tuning: the vocabulary of the utterance targets
+        vocab = target_vocab(targets)
+        return LabelShapes(num_classes=(len(vocab),), rate=0.0, vocab=vocab)
     if not data.train_labels:
         return None
     check_label_sets(data.train_labels, data.valid_labels)
@@ -116,6 +127,10 @@ def read_label_shapes(data: DataConfig) -> LabelShapes | None:
 
 
 def resolve_config(cfg: Config) -> Config:
-    """The model section as the family resolves it from the data (HuBERT/WavLM: label classes and rate)."""
-    model = FAMILIES[cfg.model.family].resolve(cfg.model, lambda: read_label_shapes(cfg.data))
+    """The model section as the family resolves it from the data (HuBERT/WavLM: label classes and rate;
+    fine-tuning: the vocabulary, and the trunk of init.checkpoint)."""
+    family = FAMILIES[cfg.model.family]
+    model = family.resolve(cfg.model, lambda: read_label_shapes(cfg.data, cfg.finetune))
+    if family.encoder_from_init and cfg.init.checkpoint:
+        model = replace(model, config={**model.config, "encoder": encoder_from_checkpoint(model, cfg.init.checkpoint)})
     return replace(cfg, model=model)

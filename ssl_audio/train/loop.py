@@ -31,6 +31,7 @@ from ssl_audio.data.loader import ResumableLoader, set_epoch
 from ssl_audio.data.manifest import Manifest, has_split, load_split
 from ssl_audio.data.mixing import Mixer
 from ssl_audio.data.pipeline import make_loader
+from ssl_audio.finetune.targets import UtteranceTargets, check_uncropped, load_targets, target_vocab, too_long
 from ssl_audio.models.flops import TRAINING_FACTOR, forward_flops
 from ssl_audio.models.loading import load_weights
 from ssl_audio.models.output import Output
@@ -45,6 +46,7 @@ from ssl_audio.train.checkpoint import (
 )
 from ssl_audio.train.config import Config, resolve_config
 from ssl_audio.train.hardware import bf16_units, check_fsdp, fsdp_requested
+from ssl_audio.train.param_groups import lr_scales
 from ssl_audio.train.peak import device_peak, utilisation
 from ssl_audio.train.resume_changes import check_resume_changes
 from ssl_audio.train.rng import seed_everything
@@ -112,14 +114,30 @@ def check_input_lengths(min_samples: int, max_samples: int, manifests: list[Mani
             )
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on matrices only: not on norms, biases, embeddings of one vector or weight-norm gains."""
-    decay, no_decay = [], []
+def param_groups(
+    model: torch.nn.Module, weight_decay: float, *, lr: float | None = None, scales: dict[str, float] | None = None
+) -> list[dict]:
+    """Weight decay on matrices only: not on norms, biases, embeddings of one vector or weight-norm gains.
+
+    `scales` (parameter name -> multiplier of `lr`, train/param_groups.py): parameters at another rate go into
+    further groups after the first two, so with every multiplier 1 the groups are those of old (and optimizer
+    states saved before still load)."""
+    groups: dict[tuple[float, bool], list] = {(1.0, True): [], (1.0, False): []}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (decay if p.ndim >= 2 and not name.endswith("original0") else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        scale = 1.0 if scales is None else scales.get(name, 1.0)
+        decays = p.ndim >= 2 and not name.endswith("original0")
+        groups.setdefault((scale, decays), []).append(p)
+    out = []
+    for scale, decays in [(1.0, True), (1.0, False), *sorted(k for k in groups if k[0] != 1.0)]:
+        group = {"params": groups[(scale, decays)], "weight_decay": weight_decay if decays else 0.0}
+        if scale != 1.0:
+            if lr is None:
+                raise ValueError("param_groups: rate multipliers need the peak lr")
+            group["lr"] = lr * scale
+        out.append(group)
+    return out
 
 
 def batch_stream(loader: ResumableLoader, epoch: int) -> Iterator[tuple[int, Batch]]:
@@ -170,7 +188,7 @@ def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> Tr
     family = FAMILIES[cfg.model.family]
     family_cfg = family_config(cfg.model)
     # Layerdrop leaves layers without gradients in some updates; DDP must be told to expect that.
-    ddp = DistributedDataParallelKwargs(find_unused_parameters=family_cfg.encoder.layerdrop > 0)
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=family.unused_parameters(family_cfg))
     accelerator = Accelerator(mixed_precision=PRECISION[cfg.train.precision], cpu=cfg.train.cpu, kwargs_handlers=[ddp])
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
     check_fsdp(fsdp_requested(), accelerator.distributed_type.value, device.type)
@@ -188,6 +206,9 @@ def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> Tr
     grad_accum = cfg.train.grad_accum
     if cfg.train.target_seconds_per_update is not None:
         grad_accum = max(1, math.ceil(cfg.train.target_seconds_per_update / (data.max_batch_seconds * world)))
+    if data.shard_dir is not None and cfg.finetune.train is not None:
+        raise ValueError("finetune.train: utterance targets are looked up by manifest row; set data.shard_dir: null")
+    train_targets = valid_targets = None
     train_manifest = valid_manifest = None
     if data.shard_dir is not None:  # packed tar shards: one open per shard, no stat() per file on every rank
         labels = list(data.train_labels) or None  # packed with the shards, by their files' names
@@ -195,6 +216,10 @@ def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> Tr
     else:
         train_manifest = load_split(manifest_dir, "train")
         labels = [load_labels(p, train_manifest) for p in data.train_labels] or None
+        if cfg.finetune.train is not None:  # fine-tuning: the utterance targets of every manifest row
+            vocab = target_vocab(cfg.finetune)
+            check_uncropped(data.collate, data.max_samples, train_manifest, "train")
+            train_targets = load_targets(cfg.finetune, cfg.finetune.train, train_manifest, vocab)
         loader = make_loader(train_manifest, data, split="train", seed=cfg.seed, rank=rank, world=world, labels=labels)
     valid_loader = None
     if has_split(manifest_dir, "valid"):
@@ -205,6 +230,13 @@ def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> Tr
         valid_loader = make_loader(
             valid_manifest, data, split="valid", seed=cfg.seed, rank=rank, world=world, labels=valid_labels
         )
+        if train_targets is not None:
+            if cfg.finetune.valid is None:
+                raise ValueError(
+                    "finetune.valid must name the targets of valid.tsv when fine-tuning with a valid split"
+                )
+            check_uncropped(data.collate, data.max_samples, valid_manifest, "valid")
+            valid_targets = load_targets(cfg.finetune, cfg.finetune.valid, valid_manifest, vocab)
 
     # Model, optimizer, schedule. Every process builds the same initial weights from the same seed.
     seed_everything(cfg.seed)
@@ -214,12 +246,21 @@ def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> Tr
     resumed = load_checkpoint(resume) if resume not in (None, "auto") else find_resume(run_dir) if resume else None
     if resumed is None and cfg.init.checkpoint:
         skip = tuple(p for option, parts in family.fresh_parts.items() if getattr(cfg.init, option) for p in parts)
-        load_weights(model, load_checkpoint(cfg.init.checkpoint).model_state, source=cfg.init.checkpoint, skip=skip)
+        init_state = load_checkpoint(cfg.init.checkpoint).model_state
+        if family.init_keeps:  # e.g. fine-tuning: the trunk only; the rest of the model starts fresh
+            init_state = {k: v for k, v in init_state.items() if k.startswith(family.init_keeps)}
+            # what the checkpoint lacks starts fresh, except the trunk (`encoder.`, every family's), which must fit
+            skip += tuple(k for k in model.state_dict() if k not in init_state and not k.startswith("encoder."))
+        load_weights(model, init_state, source=cfg.init.checkpoint, skip=skip)
+    encoder_cfg, o = family_cfg.encoder, cfg.optim
+    scales = lr_scales(
+        model, num_layers=encoder_cfg.num_layers, pre_ln=encoder_cfg.pre_ln, layer_decay=o.layer_decay,
+        head_scale=(o.head_lr or o.lr) / o.lr,
+    )  # fmt: skip
+    groups = param_groups(model, o.weight_decay, lr=o.lr, scales=scales)  # by name: before compile renames
     if cfg.train.compile:
         model = torch.compile(model)
-    optimizer = torch.optim.AdamW(
-        param_groups(model, cfg.optim.weight_decay), lr=cfg.optim.lr, betas=cfg.optim.betas, eps=cfg.optim.eps
-    )
+    optimizer = torch.optim.AdamW(groups, lr=o.lr, betas=o.betas, eps=o.eps)
     updates_per_epoch = max(len(loader) // grad_accum, 1)
     total = cfg.train.max_updates
     if cfg.train.max_epochs is not None:
@@ -281,6 +322,14 @@ def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> Tr
         telemetry.line(f"resumed from {resumed.path} at update {step}")
     for line in resume_lines:
         telemetry.line(line)
+    if train_targets is not None and cfg.finetune.kind == "characters":  # CTC leaves these out of the loss
+        frontend = core.encoder.frontend
+
+        def frames_of(samples: int) -> int:
+            return int(frontend.output_lengths(torch.tensor([samples]))[0])
+
+        for line in too_long(train_targets, train_manifest, frames_of):
+            telemetry.line(line)
     peak = device_peak(device, cfg.train.precision, cfg.train.peak_tflops)
     telemetry.line(
         f"MFU against {peak.tflops:.3g} TFLOP/s per process ({peak.source})" if peak is not None
@@ -327,6 +376,8 @@ def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> Tr
         metric_sums: dict[str, torch.Tensor] = {}
         for micro in range(grad_accum):
             epoch, batch = next(stream)
+            if train_targets is not None:
+                batch = train_targets.attach(batch)
             lengths = batch.lengths.tolist()  # still on the host
             batch = batch.to(device)
             if mixer is not None:  # targets stay the primary's: only the waves change
@@ -394,6 +445,9 @@ def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> Tr
         metrics = {k: float(accelerator.reduce(v, reduction="mean")) / grad_accum for k, v in metric_sums.items()}
         if family.accuracy_key != "accuracy" and family.accuracy_key in metrics:  # the family's headline accuracy
             metrics["accuracy"] = metrics[family.accuracy_key]
+        stuck = family.stuck(family_cfg, step, metrics, cfg.train.chance_warn_after)
+        if stuck is not None:
+            telemetry.warn("stuck", stuck)
         seconds = time.perf_counter() - started
         run_flops, run_audio, run_seconds = run_flops + flops, run_audio + audio, run_seconds + seconds
         mfu = utilisation(flops, seconds * world, peak)  # peak is per process
@@ -415,8 +469,9 @@ def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> Tr
         done = step >= stop or epoch_done or result.interrupted is not None
         val_loss = None
         if valid_loader is not None and (step % cfg.train.valid_every == 0 or done):
-            result.valid = validate(model, family, valid_loader, accelerator, cfg, step)
-            val_loss = result.valid["loss"]
+            result.valid = validate(model, family, valid_loader, accelerator, cfg, step, targets=valid_targets)
+            key, higher_better = family.best_metric(family_cfg)
+            val_loss = -result.valid[key] if higher_better else result.valid[key]  # the best checkpoint: the lowest
             telemetry.validation(step, result.valid)
         if step % cfg.train.save_every == 0 or done:
             result.checkpoint = save(val_loss)
@@ -435,7 +490,14 @@ def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> Tr
 
 @torch.no_grad()
 def validate(
-    model: torch.nn.Module, family: Family, loader: ResumableLoader, accelerator: Accelerator, cfg: Config, step: int
+    model: torch.nn.Module,
+    family: Family,
+    loader: ResumableLoader,
+    accelerator: Accelerator,
+    cfg: Config,
+    step: int,
+    *,
+    targets: UtteranceTargets | None = None,
 ) -> dict[str, float]:
     """Loss per predicted frame and mean metrics over the valid manifest, in eval mode, with fixed masks."""
     model.eval()
@@ -446,6 +508,8 @@ def validate(
     for i, batch in enumerate(loader):
         if cfg.train.valid_max_batches is not None and i >= cfg.train.valid_max_batches:
             break
+        if targets is not None:
+            batch = targets.attach(batch)
         with accelerator.autocast():
             out = forward_batch(model, family, batch.to(accelerator.device), step=step, generator=generator)
         loss += float(out.loss)
@@ -460,4 +524,4 @@ def validate(
     model.train()
     result = {"loss": totals[0] / max(totals[1], 1.0)}
     result.update({k: v / max(totals[2], 1.0) for k, v in zip(keys, totals[3:])})
-    return result
+    return family.summarise(family_config(cfg.model), result)
