@@ -148,7 +148,7 @@ def _kmeans(args: argparse.Namespace) -> None:
         from ssl_audio.data.labels import load_labels
 
         manifest = load_manifest(args.manifest)
-        labels = load_labels(args.labels, manifest)
+        labels = load_labels(args.labels, manifest, rate=args.label_rate)
         quality = quality_against_alignments(
             labels.per_utterance, manifest.paths, str(manifest.root), args.alignments, labels.rate
         )
@@ -352,12 +352,15 @@ def build_parser() -> argparse.ArgumentParser:
     assign.add_argument("--model", required=True, help="km.faiss from kmeans fit")
     assign.add_argument("--features", required=True, help="feature folder of the manifest")
     assign.add_argument("--manifest", required=True, help="the manifest the features were dumped from")
-    assign.add_argument("--out", required=True, help="label file, one line per manifest row")
+    assign.add_argument(
+        "--out", required=True, help="label file, one line per manifest row; a .km name: fairseq's headerless layout"
+    )
     assign.set_defaults(func=_kmeans)
     quality = actions.add_parser("quality", help="phone purity, cluster purity and PNMI against alignments")
     quality.add_argument("--labels", required=True)
     quality.add_argument("--manifest", required=True)
     quality.add_argument("--alignments", required=True, help="alignments.jsonl of the demo corpus")
+    quality.add_argument("--label-rate", type=float, help="Hz, for a headerless fairseq .km file")
     quality.set_defaults(func=_kmeans)
 
     p = commands.add_parser(

@@ -23,6 +23,7 @@ from ssl_audio.cluster.features import FeatureSet
 from ssl_audio.data.labels import manifest_hash, read_header, write_labels
 from ssl_audio.data.manifest import Manifest
 
+KM_SUFFIX = ".km"  # labels written to a .km file take fairseq's headerless layout (and its dict.km.txt)
 TINY_CLUSTER_FRACTION = 0.1  # a cluster with under 10% of the average share of points counts as tiny
 
 
@@ -221,6 +222,7 @@ def assign_labels(
 ) -> Path:
     """Nearest centroid of every frame, one label line per manifest row (checked against the audio).
 
+    An `out` ending in .km gets fairseq's headerless layout and dict.km.txt beside it.
     With `rows` = (first, last), only those rows: a part, itself a label file of that slice of the manifest
     (its header adds `first_row`), for `join_label_parts` to put together with the others.
     """
@@ -246,9 +248,12 @@ def assign_labels(
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     part = {} if rows is None else {"first_row": first}
+    if out.suffix == KM_SUFFIX and rows is not None:
+        raise ValueError(f"{out}: parts (rows) need our header to be joined; write them as .labels")
     write_labels(
         out, manifest if rows is None else _slice(manifest, first, last), labels(), k=meta["k"],
-        rate=features.frame_rate, source=features.source, layer=features.layer, kmeans=file_hash(model_path), **part,
+        rate=features.frame_rate, source=features.source, layer=features.layer, kmeans=file_hash(model_path),
+        headerless=out.suffix == KM_SUFFIX, **part,
     )  # fmt: skip
     return out
 

@@ -132,7 +132,9 @@ def convert(
     tmp.rename(dst)
     exported_fresh = tuple(part for part in fresh if part not in dropped)
     left_out = tuple(part for part in fresh if part in dropped)
-    notes = imported.notes + tuple(
-        f"{part}: not in the source, exported freshly initialised" for part in exported_fresh
-    ) + tuple(f"{part}: never trained (a conversion's fresh initialisation), left out" for part in left_out)
+    notes = (
+        imported.notes
+        + tuple(f"{part}: not in the source, exported freshly initialised" for part in exported_fresh)
+        + tuple(f"{part}: never trained (a conversion's fresh initialisation), left out" for part in left_out)
+    )
     return Converted(path=dst, fresh=exported_fresh, dropped=imported.dropped + dropped, notes=notes)

@@ -12,7 +12,7 @@ from typing import Literal, TypeVar
 from ssl_audio import configs
 from ssl_audio.checks import require_count, require_non_negative, require_positive, require_probability, require_range
 from ssl_audio.data.config import DataConfig
-from ssl_audio.data.labels import check_label_sets, label_classes, read_header
+from ssl_audio.data.labels import check_label_sets, label_classes, label_info
 from ssl_audio.models.registry import FAMILIES, LabelShapes, ModelConfig
 from ssl_audio.train.schedule import ScheduleConfig
 
@@ -110,9 +110,9 @@ def read_label_shapes(data: DataConfig) -> LabelShapes | None:
     validation, or not at all (labels of another k-means model give a plausible but wrong valid loss)."""
     if not data.train_labels:
         return None
-    check_label_sets(data.train_labels, data.valid_labels)
-    rate = float(read_header(data.train_labels[0])["rate"])  # one rate for all sets, checked above
-    return LabelShapes(num_classes=label_classes(data.train_labels), rate=rate)
+    check_label_sets(data.train_labels, data.valid_labels, data.label_rate)
+    rate = float(label_info(data.train_labels[0], data.label_rate)["rate"])  # one rate for all sets, checked above
+    return LabelShapes(num_classes=label_classes(data.train_labels, data.label_rate), rate=rate)
 
 
 def resolve_config(cfg: Config) -> Config:

@@ -172,12 +172,12 @@ def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> Tr
         loader = make_loader(data.shard_dir, data, split="train", seed=cfg.seed, rank=rank, world=world)
     else:
         train_manifest = load_split(manifest_dir, "train")
-        labels = [load_labels(p, train_manifest) for p in data.train_labels] or None
+        labels = [load_labels(p, train_manifest, rate=data.label_rate) for p in data.train_labels] or None
         loader = make_loader(train_manifest, data, split="train", seed=cfg.seed, rank=rank, world=world, labels=labels)
     valid_loader = None
     if has_split(manifest_dir, "valid"):
         valid_manifest = load_split(manifest_dir, "valid")
-        valid_labels = [load_labels(p, valid_manifest) for p in data.valid_labels] or None
+        valid_labels = [load_labels(p, valid_manifest, rate=data.label_rate) for p in data.valid_labels] or None
         if labels and not valid_labels:
             raise ValueError("data.valid_labels must name label files for valid.tsv when training with labels")
         valid_loader = make_loader(

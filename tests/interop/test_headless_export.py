@@ -43,7 +43,6 @@ def test_trained_heads_are_exported(tmp_path):
     hf_model("Wav2Vec2Model", "group", False).save_pretrained(tmp_path / "hf")
     imported = convert(tmp_path / "hf", tmp_path / "run")
 
-
     checkpoint = load_checkpoint(imported.path)
     trained = save_checkpoint(
         tmp_path / "trained", 5, model_state=checkpoint.model_state, train_state={}, config_text=checkpoint.config_text
