@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from ssl_audio.probe.config import ProbeConfig
 
 from ssl_audio.atomic import write_text
+from ssl_audio.progress import configure_logging
 from ssl_audio.train.run_control import REQUEUE_EXIT_CODE, TrainingError  # light: no torch
 
 
@@ -463,6 +464,7 @@ def error_line(err: BaseException) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    configure_logging()  # library code logs (ssl_audio.*); bars and log lines go to stderr
     try:
         code = args.func(args)
     except TrainingError as err:  # the run cannot go on; its message says why and which checkpoint to use
