@@ -11,7 +11,7 @@ import torch
 from accelerate.utils import is_wandb_available
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
-from train_helpers import config, wav2vec2_overrides
+from train_helpers import config, hubert_overrides, wav2vec2_overrides
 
 from ssl_audio.models.flops import training_flops
 from ssl_audio.models.wav2vec2 import wav2vec2_tiny
@@ -224,3 +224,22 @@ def test_no_trackers_still_write_the_text_log(tmp_path: Path) -> None:
     t.update(1, {"loss": 2.0})
     t.close()
     assert (tmp_path / "train.log").read_text() == "update 1: loss=2\n" and not (tmp_path / "tensorboard").exists()
+
+
+def test_hubert_terms_per_frame_on_headerless_km_labels(corpus: Path, labels, tmp_path: Path) -> None:
+    """HuBERT trained from fairseq-style .km files (no header; data.label_rate): `loss_masked_0` (a per-batch sum
+    before) is per predicted frame, near log(k) for random labels, and with `loss_penalty` adds up to `loss`."""
+    k = 20
+    km = []
+    for path in labels(k):  # our files without their header line: fairseq's layout
+        lines = Path(path).read_text().splitlines(keepends=True)[1:]
+        (tmp_path / Path(path).name).write_text("".join(lines))
+        km.append(str(tmp_path / Path(path).name))
+    run_dir = tmp_path / "run"
+    overrides = hubert_overrides(corpus, run_dir, (km[0], km[1]), "train.max_updates=2", "data.label_rate=50")
+    train(config(overrides))
+    loss, masked, penalty = (scalars(run_dir, f"train/{key}") for key in ("loss", "loss_masked_0", "loss_penalty"))
+    assert [step for step, _ in loss] == [1, 2]
+    for (_, total), (_, a), (_, b) in zip(loss, masked, penalty):
+        assert a + b == pytest.approx(total, rel=1e-5)
+        assert 0.5 * math.log(k) < a < 3 * math.log(k)  # a per-batch sum would be hundreds of frames times this
