@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from ssl_audio.probe.config import ProbeConfig
 
 from ssl_audio.atomic import write_text
+from ssl_audio.progress import configure_logging
 from ssl_audio.train.run_control import REQUEUE_EXIT_CODE, TrainingError  # light: no torch
 
 
@@ -176,7 +177,7 @@ def _kmeans(args: argparse.Namespace) -> None:
         from ssl_audio.data.labels import load_labels
 
         manifest = load_manifest(args.manifest)
-        labels = load_labels(args.labels, manifest)
+        labels = load_labels(args.labels, manifest, rate=args.label_rate)
         quality = quality_against_alignments(
             labels.per_utterance, manifest.paths, str(manifest.root), args.alignments, labels.rate
         )
@@ -405,12 +406,15 @@ def build_parser() -> argparse.ArgumentParser:
     assign.add_argument("--model", required=True, help="km.faiss from kmeans fit")
     assign.add_argument("--features", required=True, help="feature folder of the manifest")
     assign.add_argument("--manifest", required=True, help="the manifest the features were dumped from")
-    assign.add_argument("--out", required=True, help="label file, one line per manifest row")
+    assign.add_argument(
+        "--out", required=True, help="label file, one line per manifest row; a .km name: fairseq's headerless layout"
+    )
     assign.set_defaults(func=_kmeans)
     quality = actions.add_parser("quality", help="phone purity, cluster purity and PNMI against alignments")
     quality.add_argument("--labels", required=True)
     quality.add_argument("--manifest", required=True)
     quality.add_argument("--alignments", required=True, help="alignments.jsonl of the demo corpus")
+    quality.add_argument("--label-rate", type=float, help="Hz, for a headerless fairseq .km file")
     quality.set_defaults(func=_kmeans)
 
     p = commands.add_parser(
@@ -529,6 +533,7 @@ def error_line(err: BaseException) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    configure_logging()  # library code logs (ssl_audio.*); bars and log lines go to stderr
     try:
         code = args.func(args)
     except TrainingError as err:  # the run cannot go on; its message says why and which checkpoint to use

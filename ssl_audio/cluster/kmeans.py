@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import logging
 import os
 import re
 from collections.abc import Sequence
@@ -22,7 +23,10 @@ from ssl_audio.atomic import write_text
 from ssl_audio.cluster.features import FeatureSet
 from ssl_audio.data.labels import manifest_hash, read_header, write_labels
 from ssl_audio.data.manifest import Manifest
+from ssl_audio.progress import progress
 
+KM_SUFFIX = ".km"  # labels written to a .km file take fairseq's headerless layout (and its dict.km.txt)
+logger = logging.getLogger(__name__)
 TINY_CLUSTER_FRACTION = 0.1  # a cluster with under 10% of the average share of points counts as tiny
 
 
@@ -45,11 +49,12 @@ def sample_frames(
     if fraction is not None:
         if not 0 < fraction <= 1:  # also refuses NaN
             raise ValueError(f"--sample-fraction must be in (0, 1], got {fraction}")
-        kept = [block[rng.random(len(block)) < fraction] for block in features]
+        blocks = progress(features, total=len(features), desc="sampling frames", unit="utt")
+        kept = [block[rng.random(len(block)) < fraction] for block in blocks]
         return np.ascontiguousarray(np.concatenate(kept) if kept else np.zeros((0, features.dim), np.float32))
     reservoir = np.empty((max_points, features.dim), np.float32)
     seen = 0
-    for block in features:
+    for block in progress(features, total=len(features), desc="sampling frames", unit="utt"):
         n = len(block)
         fill = min(max(max_points - seen, 0), n)  # the first max_points frames fill the reservoir
         reservoir[seen : seen + fill] = block[:fill]
@@ -133,7 +138,7 @@ def fit_kmeans(
     points = np.ascontiguousarray(points, dtype=np.float32)
     use_gpu = hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0
     best: KMeansResult | None = None
-    for run in range(max(restarts, 1)):
+    for run in progress(range(max(restarts, 1)), desc=f"k-means k={k} ({iterations} iterations each)", unit="run"):
         kmeans = faiss.Kmeans(
             points.shape[1], k, niter=iterations, seed=seed + run, verbose=False, gpu=use_gpu,
             max_points_per_centroid=len(points) // k + 1,  # use every sampled point: sampling happened upstream
@@ -145,6 +150,9 @@ def fit_kmeans(
             centroids=kmeans.centroids.copy(),
             inertia=float(distances.sum()),
             counts=np.bincount(labels[:, 0], minlength=k),
+        )
+        logger.debug(
+            "k-means run %d of %d: inertia %.6g, %d empty clusters", run + 1, restarts, result.inertia, result.empty
         )
         if best is None or result.inertia < best.inertia:
             best = result
@@ -221,6 +229,7 @@ def assign_labels(
 ) -> Path:
     """Nearest centroid of every frame, one label line per manifest row (checked against the audio).
 
+    An `out` ending in .km gets fairseq's headerless layout and dict.km.txt beside it.
     With `rows` = (first, last), only those rows: a part, itself a label file of that slice of the manifest
     (its header adds `first_row`), for `join_label_parts` to put together with the others.
     """
@@ -235,7 +244,8 @@ def assign_labels(
         raise ValueError(f"rows [{first}, {last}) are not within the {len(manifest)} rows of the manifest")
 
     def labels():  # noqa: ANN202
-        for block in itertools.islice(features, first, last):  # skipped rows are memory maps, never read
+        rows = itertools.islice(features, first, last)  # skipped rows are memory maps, never read
+        for block in progress(rows, total=last - first, desc="assigning labels", unit="utt"):
             if len(block) == 0:
                 yield np.zeros(0, np.int64)
                 continue
@@ -246,9 +256,12 @@ def assign_labels(
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     part = {} if rows is None else {"first_row": first}
+    if out.suffix == KM_SUFFIX and rows is not None:
+        raise ValueError(f"{out}: parts (rows) need our header to be joined; write them as .labels")
     write_labels(
         out, manifest if rows is None else _slice(manifest, first, last), labels(), k=meta["k"],
-        rate=features.frame_rate, source=features.source, layer=features.layer, kmeans=file_hash(model_path), **part,
+        rate=features.frame_rate, source=features.source, layer=features.layer, kmeans=file_hash(model_path),
+        headerless=out.suffix == KM_SUFFIX, **part,
     )  # fmt: skip
     return out
 

@@ -25,11 +25,12 @@ class DataConfig:
     shard_dir: str | None = None  # train from tar shards (`ssl-audio pack-shards train.tsv`) instead of files
     train_labels: tuple[str, ...] = ()  # HuBERT/WavLM: one label file per label set, rows as train.tsv
     valid_labels: tuple[str, ...] = ()  # the same label sets for valid.tsv
+    label_rate: float | None = None  # Hz, for headerless fairseq .km label files (ours carry it in their header)
     mixing: MixingConfig = field(default_factory=MixingConfig)  # WavLM's denoising mixtures (training only)
 
     def __post_init__(self) -> None:
         require_count(self, "max_samples")
         require_count(self, "num_buckets", "num_workers", minimum=0)
-        require_positive(self, "max_batch_seconds")
+        require_positive(self, "max_batch_seconds", "label_rate")
         require_range(self, "target_lufs", low=-70, high=0)  # -70 LUFS is the absolute gate of ITU-R BS.1770
         require_range(self, "max_bad_fraction", low=0, high=1, high_open=True)  # 1 would loop on a dead corpus

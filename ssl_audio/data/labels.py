@@ -3,6 +3,10 @@
 The first line is a JSON header after `#`: {"k": clusters, "rate": Hz, "source": ..., "manifest": sha256 of
 the manifest's rows, ...}. Loading checks that the file belongs to the manifest and that every label
 sequence covers its audio within a tolerance.
+
+fairseq's HuBERT `.km` files are the same rows without the header. For them the rate comes from the caller
+(`data.label_rate`), k from fairseq's `dict.km.txt` beside the file (one line per class) or, lacking it, from
+the largest label + 1; lengths are checked as for ours, the manifest hash cannot be (there is none).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ssl_audio.atomic import write_text
 from ssl_audio.audio import SAMPLE_RATE
 from ssl_audio.data.dataset import FrameLabels
 from ssl_audio.data.manifest import Manifest
@@ -42,26 +47,48 @@ def check_label_length(num_labels: int, num_samples: int, rate: float, *, where:
 
 
 def write_labels(
-    path: str | Path, manifest: Manifest, labels: Iterable[np.ndarray], *, k: int, rate: float, **header: Any
+    path: str | Path,
+    manifest: Manifest,
+    labels: Iterable[np.ndarray],
+    *,
+    k: int,
+    rate: float,
+    headerless: bool = False,
+    **header: Any,
 ) -> None:
-    """Write one label line per manifest row (checked against the audio length), atomically."""
+    """Write one label line per manifest row (checked against the audio length), atomically.
+
+    `headerless`: fairseq's `.km` layout, rows only, and its `dict.<suffix>.txt` of the k classes beside it."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    head = {"k": k, "rate": rate, "manifest": manifest_hash(manifest), "rows": len(manifest), **header}
+    head = (
+        None
+        if headerless
+        else {"k": k, "rate": rate, "manifest": manifest_hash(manifest), "rows": len(manifest), **header}
+    )
     try:
         _write_rows(tmp, path, manifest, labels, head, k, rate)
     except BaseException:
         tmp.unlink(missing_ok=True)  # a rejected write leaves nothing behind
         raise
     os.replace(tmp, path)
+    if headerless:
+        write_text(fairseq_dict(path), "".join(f"{c} 1\n" for c in range(k)))
+
+
+def fairseq_dict(path: str | Path) -> Path:
+    """fairseq's class list for label file `path`: dict.km.txt beside train.km (the task reads dict.{label}.txt)."""
+    path = Path(path)
+    return path.with_name(f"dict.{path.suffix.lstrip('.') or path.name}.txt")
 
 
 def _write_rows(
-    tmp: Path, path: Path, manifest: Manifest, labels: Iterable[np.ndarray], head: dict, k: int, rate: float
+    tmp: Path, path: Path, manifest: Manifest, labels: Iterable[np.ndarray], head: dict | None, k: int, rate: float
 ) -> None:
     count = 0
     with open(tmp, "w", encoding="utf-8") as f:
-        f.write("#" + json.dumps(head) + "\n")
+        if head is not None:
+            f.write("#" + json.dumps(head) + "\n")
         for i, row in enumerate(labels):
             row = np.asarray(row)
             if i >= len(manifest):
@@ -75,6 +102,15 @@ def _write_rows(
             count += 1
     if count != len(manifest):
         raise ValueError(f"{path}: {count} label rows for {len(manifest)} manifest rows")
+
+
+def has_header(path: str | Path) -> bool:
+    """Whether `path` starts with our '#{...}' header (else: a headerless fairseq .km file)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read(1) == "#"
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}:1: not a text label file") from None
 
 
 def read_header(path: str | Path) -> dict[str, Any]:
@@ -94,27 +130,67 @@ def read_header(path: str | Path) -> dict[str, Any]:
     return header
 
 
-def load_labels(path: str | Path, manifest: Manifest, *, name: str | None = None) -> FrameLabels:
-    """Read a label file for `manifest`; errors name the file, the line and the utterance."""
+def label_info(path: str | Path, rate: float | None = None) -> dict[str, Any]:
+    """The header of either layout: ours as written (`rate`, when given, must agree with it); for a headerless
+    .km file {"k", "rate": `rate`} (required), k from fairseq's dict file or the largest label + 1."""
+    if has_header(path):
+        header = read_header(path)
+        if rate is not None and "rate" in header and float(header["rate"]) != float(rate):
+            raise ValueError(f"{path}:1: labels at {header['rate']:g} Hz, but data.label_rate is {rate:g}")
+        return header
+    if rate is None:
+        raise ValueError(
+            f"{path}:1: missing the '#{{...}}' label header; for a headerless fairseq .km file set data.label_rate "
+            "(its rate in Hz)"
+        )
+    return {"k": _headerless_classes(Path(path)), "rate": float(rate)}
+
+
+def _headerless_classes(path: Path) -> int:
+    classes = fairseq_dict(path)
+    if classes.is_file():
+        return sum(1 for line in classes.read_text(encoding="utf-8").splitlines() if line.strip())
+    largest = -1
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            row = _parse_row(line, path, lineno)
+            if row.size:
+                largest = max(largest, int(row.max()))
+    return largest + 1
+
+
+def _parse_row(line: str, path: Path, lineno: int) -> np.ndarray:
+    try:
+        return np.array(line.split(), dtype=np.int64)
+    except ValueError:
+        raise ValueError(f"{path}:{lineno}: labels must be integers") from None
+
+
+def load_labels(
+    path: str | Path, manifest: Manifest, *, name: str | None = None, rate: float | None = None
+) -> FrameLabels:
+    """Read a label file for `manifest`; errors name the file, the line and the utterance.
+
+    `rate` (Hz): needed for a headerless fairseq .km file; with our header it must agree or be None."""
     path = Path(path)
-    header = read_header(path)
-    for key in ("k", "rate", "manifest"):
+    headed = has_header(path)
+    header = label_info(path, rate)
+    for key in ("k", "rate", "manifest") if headed else ():
         if key not in header:
             raise ValueError(f"{path}:1: label header lacks {key!r}")
-    if header["manifest"] != manifest_hash(manifest):
+    if headed and header["manifest"] != manifest_hash(manifest):
         raise ValueError(f"{path}: labels were made for another manifest (hash {header['manifest']})")
     rate, k = float(header["rate"]), int(header["k"])
     rows: list[np.ndarray] = []
+    first = 2 if headed else 1
     with open(path, encoding="utf-8") as f:
-        next(f)
-        for lineno, line in enumerate(f, start=2):
-            i = lineno - 2
+        if headed:
+            next(f)
+        for lineno, line in enumerate(f, start=first):
+            i = lineno - first
             if i >= len(manifest):
                 raise ValueError(f"{path}:{lineno}: more label rows than the {len(manifest)} manifest rows")
-            try:
-                row = np.array(line.split(), dtype=np.int64)
-            except ValueError:
-                raise ValueError(f"{path}:{lineno}: labels must be integers") from None
+            row = _parse_row(line, path, lineno)
             where = f"{path}:{lineno} ({manifest.paths[i]})"
             check_label_length(len(row), manifest.num_samples[i], rate, where=where)
             if row.size and (row.min() < 0 or row.max() >= k):
@@ -125,9 +201,9 @@ def load_labels(path: str | Path, manifest: Manifest, *, name: str | None = None
     return FrameLabels(rate=rate, per_utterance=rows, name=name or path.stem)
 
 
-def label_classes(paths: Sequence[str | Path]) -> tuple[int, ...]:
-    """k of each label file, from the headers."""
-    return tuple(int(read_header(p)["k"]) for p in paths)
+def label_classes(paths: Sequence[str | Path], rate: float | None = None) -> tuple[int, ...]:
+    """k of each label file, from the headers (`label_info` for headerless files)."""
+    return tuple(int(label_info(p, rate)["k"]) for p in paths)
 
 
 # Header keys that must agree between the train and valid files of one label set: the number of classes, the
@@ -135,12 +211,12 @@ def label_classes(paths: Sequence[str | Path]) -> tuple[int, ...]:
 AGREEING_KEYS = ("k", "rate", "kmeans")
 
 
-def check_label_sets(train: Sequence[str | Path], valid: Sequence[str | Path] = ()) -> None:
+def check_label_sets(train: Sequence[str | Path], valid: Sequence[str | Path] = (), rate: float | None = None) -> None:
     """Refuse, before any training, label files that cannot belong to one run.
 
     `train[i]` and `valid[i]` are label set i for train.tsv and valid.tsv. Every header must carry k and rate;
     all label sets must share one rate (one frame grid); within a set, train and valid must agree on k, rate
-    and the k-means hash. Errors name both files.
+    and the k-means hash. Errors name both files. `rate`: data.label_rate, for headerless .km files.
     """
     if valid and len(valid) != len(train):
         raise ValueError(
@@ -149,7 +225,7 @@ def check_label_sets(train: Sequence[str | Path], valid: Sequence[str | Path] = 
         )
     headers = {}
     for path in (*train, *valid):
-        header = read_header(path)
+        header = label_info(path, rate)
         for key in ("k", "rate"):
             if not isinstance(header.get(key), (int, float)) or isinstance(header.get(key), bool):
                 raise ValueError(f"{path}:1: label header lacks a number {key!r}")

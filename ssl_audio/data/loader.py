@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import logging
 import os
 import signal
 import sys
@@ -32,6 +33,7 @@ MAX_BAD_FRACTION = 0.01  # default data.max_bad_fraction
 # so one bad file early in a run (or in a corpus of a few hundred files) is skipped, not fatal.
 BAD_FRACTION_AFTER = 500
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+logger = logging.getLogger(__name__)
 
 
 class TooManyBadUtterances(ValueError):
@@ -39,7 +41,8 @@ class TooManyBadUtterances(ValueError):
 
 
 def stderr_line(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
+    """Where bad rows are told unless the loop gives its own log (ranks other than 0)."""
+    logger.warning(text)
 
 
 class ResumableLoader(DataLoader):

@@ -21,6 +21,7 @@ import soundfile as sf
 from ssl_audio.audio import MIN_SAMPLES, SAMPLE_RATE, AudioError, check_not_empty_file, resampled_length
 from ssl_audio.audio_formats import AUDIO_EXTENSIONS
 from ssl_audio.audio_spans import check_stats, measure_audio
+from ssl_audio.progress import progress
 
 FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")  # the only codings that can store NaN/Inf
 
@@ -176,7 +177,7 @@ def scan(
             return path, err
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # libsndfile releases the GIL
-        results = list(pool.map(inspect, named))
+        results = list(progress(pool.map(inspect, named), total=len(named), desc="scanning audio", unit="file"))
     kept = []
     for path, result in results:
         if isinstance(result, AudioError):

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 PATH_COLUMN = "path"
+SNR_COLUMN = "snr_db"
 MULTI_LABEL_SEPARATOR = ";"  # a label cell naming several classes (multi-label: "chirp;speech")
 
 

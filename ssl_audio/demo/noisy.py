@@ -26,10 +26,9 @@ import numpy as np
 import soundfile as sf
 
 from ssl_audio.audio import AUDIO_EXTENSIONS, SAMPLE_RATE, load_audio
-from ssl_audio.data.probe_table import PATH_COLUMN, read_table
+from ssl_audio.data.probe_table import PATH_COLUMN, SNR_COLUMN, read_table
 from ssl_audio.demo.coloured_noise import COLOURS, coloured_noise
 
-SNR_COLUMN = "snr_db"
 INT16_MAX = 32767  # PCM-16 full scale, as the demo corpus writes it
 SNR_DECIMALS = 3  # dB written to the tsv
 

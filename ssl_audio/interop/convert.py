@@ -30,6 +30,7 @@ from ssl_audio.train.config import Config
 SOURCES = ("fairseq", "hf", "torchaudio", "ssl_audio")
 TARGETS = ("ssl_audio", "hf")
 IMPORT_STEP = 0  # imported models become step 0 of a run: continued pretraining starts from there
+UNTRAINED_KEY = "untrained_parts"  # train_state.pt of a converted step folder: the parts initialised fresh
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,7 +54,10 @@ def write_step_folder(imported: Imported, run_dir: Path) -> Converted:
         raise ValueError(f"{step_dir(run_dir, IMPORT_STEP)}: already exists; remove it or choose another DST")
     state, fresh = complete_state(imported)
     config_text = yaml.safe_dump(to_dict(run_config(imported, run_dir)), sort_keys=False)
-    path = save_checkpoint(run_dir, IMPORT_STEP, model_state=state, train_state={}, config_text=config_text)
+    # The fresh parts are recorded so that an export of this folder leaves them out (a headless model goes back
+    # headless); a run that trains from here writes step folders without the record: its heads are trained.
+    train_state = {UNTRAINED_KEY: list(fresh)}
+    path = save_checkpoint(run_dir, IMPORT_STEP, model_state=state, train_state=train_state, config_text=config_text)
     return Converted(path=path, fresh=fresh, dropped=imported.dropped, notes=imported.notes)
 
 
@@ -63,7 +67,10 @@ def read_step_folder(path: Path) -> Imported:
     model_cfg = model_section(checkpoint.config_text, source=str(path / CONFIG_FILE))
     family_cfg = resolve_config(model_cfg)
     check_compatible(expected_state(model_cfg.family, family_cfg), checkpoint.model_state, source=str(path))
-    return Imported(family=model_cfg.family, config=family_cfg, state=checkpoint.model_state, source=str(path))
+    untrained = tuple(checkpoint.train_state.get(UNTRAINED_KEY, ()))
+    return Imported(
+        family=model_cfg.family, config=family_cfg, state=checkpoint.model_state, source=str(path), untrained=untrained
+    )
 
 
 def guess_source(src: Path) -> str:
@@ -124,7 +131,10 @@ def convert(
         dst.rmdir()
     tmp.rename(dst)
     exported_fresh = tuple(part for part in fresh if part not in dropped)
-    notes = imported.notes + tuple(
-        f"{part}: not in the source, exported freshly initialised" for part in exported_fresh
+    left_out = tuple(part for part in fresh if part in dropped)
+    notes = (
+        imported.notes
+        + tuple(f"{part}: not in the source, exported freshly initialised" for part in exported_fresh)
+        + tuple(f"{part}: never trained (a conversion's fresh initialisation), left out" for part in left_out)
     )
     return Converted(path=dst, fresh=exported_fresh, dropped=imported.dropped + dropped, notes=notes)

@@ -31,6 +31,7 @@ class Imported:
     source: str  # the file or folder it was read from
     dropped: tuple[str, ...] = ()  # source keys with no place in our model (e.g. a CTC head)
     notes: tuple[str, ...] = ()  # what the reader could not carry over or had to assume
+    untrained: tuple[str, ...] = ()  # parts in `state` that a conversion initialised fresh and no run has trained
 
 
 def preset(family: str, name: str) -> Any:
@@ -82,12 +83,13 @@ def gather(
 
 
 def complete_state(imported: Imported) -> tuple[dict[str, Tensor], tuple[str, ...]]:
-    """The full state of the family model: imported weights over a seeded fresh model. Returns (state, fresh parts)."""
+    """The full state of the family model: imported weights over a seeded fresh model. Returns (state, fresh parts):
+    the parts the source lacked, and those it holds only as an earlier conversion's fresh initialisation."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(INIT_SEED)
         model: nn.Module = FAMILIES[imported.family].model_class(imported.config)
     state = model.state_dict()
-    fresh = sorted({_part(key) for key in state if key not in imported.state})
+    fresh = sorted({_part(key) for key in state if key not in imported.state} | set(imported.untrained))
     state.update({k: v.detach().clone().contiguous() for k, v in imported.state.items()})
     return state, tuple(fresh)
 

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ssl_audio.progress import progress
+
 MIN_STD = 1e-5  # dimensions constant over the training set are only centred, not blown up
 
 
@@ -125,7 +127,7 @@ def fit(
     )
     head.train()
     losses = []
-    for _ in range(epochs):
+    for _ in progress(range(epochs), desc="probe head", unit="epoch"):
         order = torch.randperm(num_items, generator=generator)
         total = 0.0
         for start in range(0, num_items, batch_size):

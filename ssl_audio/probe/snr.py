@@ -12,8 +12,7 @@ import dataclasses
 import math
 from collections.abc import Sequence
 
-from ssl_audio.data.probe_table import ProbeTable
-from ssl_audio.demo.noisy import SNR_COLUMN
+from ssl_audio.data.probe_table import SNR_COLUMN, ProbeTable
 from ssl_audio.probe.task import Targets
 
 SNR_BUCKETS = (0.0, 5.0, 10.0, 20.0)  # dB: issue #17's buckets

@@ -12,11 +12,12 @@ from typing import Literal, TypeVar
 from ssl_audio import configs
 from ssl_audio.checks import require_count, require_non_negative, require_positive, require_probability, require_range
 from ssl_audio.data.config import DataConfig
-from ssl_audio.data.labels import check_label_sets, label_classes, read_header
+from ssl_audio.data.labels import check_label_sets, label_classes, label_info
 from ssl_audio.finetune.init import encoder_from_checkpoint
 from ssl_audio.finetune.targets import TargetsConfig, target_vocab
 from ssl_audio.models.registry import FAMILIES, LabelShapes, ModelConfig
 from ssl_audio.train.schedule import ScheduleConfig
+from ssl_audio.train.trackers import TRACKERS
 
 T = TypeVar("T")
 
@@ -63,6 +64,7 @@ class TrainConfig:
     perplexity_warn_below: float = 0.02  # warn when code perplexity < this fraction of G*V (collapse)
     chance_warn_after: int = 2000  # warn when masked accuracy is still near chance after this many updates
     peak_tflops: float | None = None  # MFU's denominator; None: the GPU's data sheet, or a matmul measured on a CPU
+    log_with: tuple[str, ...] = ("tensorboard",)  # trackers (accelerate's): tensorboard, wandb, mlflow; [] for none
 
     def __post_init__(self) -> None:
         require_count(self, "max_epochs", "stop_at", "grad_accum", "valid_every", "valid_max_batches", "save_every")
@@ -70,6 +72,9 @@ class TrainConfig:
         require_count(self, "max_updates", "chance_warn_after", minimum=0)
         require_positive(self, "target_seconds_per_update", "peak_tflops")
         require_probability(self, "perplexity_warn_below")
+        unknown = [name for name in self.log_with if name not in TRACKERS]
+        if unknown:
+            raise ValueError(f"train.log_with: {unknown[0]!r} is not one of {list(TRACKERS)}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -121,9 +126,9 @@ def read_label_shapes(data: DataConfig, targets: TargetsConfig | None = None) ->
         return LabelShapes(num_classes=(len(vocab),), rate=0.0, vocab=vocab)
     if not data.train_labels:
         return None
-    check_label_sets(data.train_labels, data.valid_labels)
-    rate = float(read_header(data.train_labels[0])["rate"])  # one rate for all sets, checked above
-    return LabelShapes(num_classes=label_classes(data.train_labels), rate=rate)
+    check_label_sets(data.train_labels, data.valid_labels, data.label_rate)
+    rate = float(label_info(data.train_labels[0], data.label_rate)["rate"])  # one rate for all sets, checked above
+    return LabelShapes(num_classes=label_classes(data.train_labels, data.label_rate), rate=rate)
 
 
 def resolve_config(cfg: Config) -> Config:

@@ -52,9 +52,11 @@ from ssl_audio.train.resume_changes import check_resume_changes
 from ssl_audio.train.rng import seed_everything
 from ssl_audio.train.run_control import StopRequest, TrainingError
 from ssl_audio.train.run_folder import RunFolderError, take_run_folder
+from ssl_audio.train.scalars import per_frame
 from ssl_audio.train.schedule import lr_multiplier
 from ssl_audio.train.state_dicts import load_model_state, model_state, plain_model
 from ssl_audio.train.telemetry import Telemetry
+from ssl_audio.train.trackers import check_trackers, hyperparameters
 from ssl_audio.train.train_state import TrainState, check_world_size
 
 PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
@@ -185,6 +187,7 @@ def _take_run_folder(run_dir: Path, accelerator: Accelerator, held: contextlib.E
 
 def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> TrainResult:
     cfg = resolve_config(cfg)
+    check_trackers(cfg.train.log_with)  # a tracker that is not installed fails here, before any work
     family = FAMILIES[cfg.model.family]
     family_cfg = family_config(cfg.model)
     # Layerdrop leaves layers without gradients in some updates; DDP must be told to expect that.
@@ -215,7 +218,7 @@ def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> Tr
         loader = make_loader(data.shard_dir, data, split="train", seed=cfg.seed, rank=rank, world=world)
     else:
         train_manifest = load_split(manifest_dir, "train")
-        labels = [load_labels(p, train_manifest) for p in data.train_labels] or None
+        labels = [load_labels(p, train_manifest, rate=data.label_rate) for p in data.train_labels] or None
         if cfg.finetune.train is not None:  # fine-tuning: the utterance targets of every manifest row
             vocab = target_vocab(cfg.finetune)
             check_uncropped(data.collate, data.max_samples, train_manifest, "train")
@@ -224,7 +227,7 @@ def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> Tr
     valid_loader = None
     if has_split(manifest_dir, "valid"):
         valid_manifest = load_split(manifest_dir, "valid")
-        valid_labels = [load_labels(p, valid_manifest) for p in data.valid_labels] or None
+        valid_labels = [load_labels(p, valid_manifest, rate=data.label_rate) for p in data.valid_labels] or None
         if labels and not valid_labels:
             raise ValueError("data.valid_labels must name label files for valid.tsv when training with labels")
         valid_loader = make_loader(
@@ -299,7 +302,8 @@ def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> Tr
 
     # Only now, with the weights accepted, does the run folder get (or keep) this config. Step folders record the
     # model section fully resolved, so they build the same model whatever later happens to the presets.
-    config_text = yaml.safe_dump(to_dict(replace(cfg, model=resolved_model(cfg.model))), sort_keys=False)
+    resolved = to_dict(replace(cfg, model=resolved_model(cfg.model)))
+    config_text = yaml.safe_dump(resolved, sort_keys=False)
     if accelerator.is_main_process:
         try:
             save_config(cfg, run_dir / "config.yaml")
@@ -310,6 +314,7 @@ def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> Tr
         log_every=cfg.train.log_every, chance=family.chance(family_cfg),
         chance_warn_after=cfg.train.chance_warn_after,
         perplexity_floor=family.perplexity_floor(family_cfg, cfg.train.perplexity_warn_below),
+        log_with=cfg.train.log_with, hparams=hyperparameters(resolved),
     )  # fmt: skip
     held.callback(telemetry.close)
     for path in stale:
@@ -374,6 +379,7 @@ def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> Tr
         audio = torch.zeros((), device=device)
         flops = torch.zeros((), device=device)
         metric_sums: dict[str, torch.Tensor] = {}
+        term_sums: dict[str, torch.Tensor] = {}  # loss terms, summed like the loss (scalars.py)
         for micro in range(grad_accum):
             epoch, batch = next(stream)
             if train_targets is not None:
@@ -394,11 +400,15 @@ def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> Tr
             frames += out.sample_size
             audio += batch.lengths.sum()
             flops += update_flops(family_cfg, lengths, out.metrics["masked_frames"])
-            for key, value in {**out.metrics, **{f"loss_{k}": v for k, v in out.losses.items()}}.items():
+            for key, value in out.metrics.items():
                 metric_sums[key] = metric_sums.get(key, 0) + value.detach().float()
+            for key, value in out.losses.items():
+                term_sums[key] = term_sums.get(key, 0) + value.detach().float()
         stopping = torch.tensor(float(stop_request.signal is not None), device=device)
-        totals = accelerator.reduce(torch.stack([loss_sum, frames, audio, flops, stopping]), reduction="sum")
-        loss_sum, frames, audio, flops, stopping = totals.tolist()
+        totals = accelerator.reduce(
+            torch.stack([loss_sum, frames, audio, flops, stopping, *term_sums.values()]), reduction="sum"
+        ).tolist()
+        (loss_sum, frames, audio, flops, stopping), term_totals = totals[:5], dict(zip(term_sums, totals[5:]))
         # DDP averaged the gradients over processes; turn that into a sum divided by all predicted frames.
         scale = world / max(frames, 1.0)
         for p in params:
@@ -443,6 +453,7 @@ def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> Tr
         mean_loss = loss_sum / max(frames, 1.0)
         result.losses.append(mean_loss)
         metrics = {k: float(accelerator.reduce(v, reduction="mean")) / grad_accum for k, v in metric_sums.items()}
+        metrics.update(per_frame(term_totals, frames))
         if family.accuracy_key != "accuracy" and family.accuracy_key in metrics:  # the family's headline accuracy
             metrics["accuracy"] = metrics[family.accuracy_key]
         stuck = family.stuck(family_cfg, step, metrics, cfg.train.chance_warn_after)

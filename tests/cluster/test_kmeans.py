@@ -291,6 +291,10 @@ def test_save_assign_and_load_labels(mfcc: tuple[Manifest, FeatureSet], tmp_path
         chosen = d[np.arange(len(row)), row]
         assert (chosen <= d.min(axis=1) * (1 + 1e-5) + 1e-5).all()  # the nearest centroid (up to float32 ties)
 
+    km = assign_labels(model, features, manifest, tmp_path / "labels" / "train.km")  # fairseq's layout
+    assert km.read_text().splitlines() == out.read_text().splitlines()[1:]  # the same rows, no header
+    assert len((tmp_path / "labels" / "dict.km.txt").read_text().splitlines()) == 8
+
 
 def test_assign_rejects_wrong_dimension_and_other_manifests(mfcc: tuple[Manifest, FeatureSet], tmp_path: Path):
     manifest, features = mfcc

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 
 import pytest
 import torch
+from accelerate.utils import is_wandb_available
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from train_helpers import config, wav2vec2_overrides
+from tensorboard.plugins.hparams import plugin_data_pb2
+from train_helpers import config, hubert_overrides, wav2vec2_overrides
 
 from ssl_audio.models.flops import training_flops
 from ssl_audio.models.wav2vec2 import wav2vec2_tiny
 from ssl_audio.train.loop import TrainResult, train, update_flops
+from ssl_audio.train.scalars import per_frame
 from ssl_audio.train.schedule import lr_multiplier
 from ssl_audio.train.telemetry import Telemetry
+from ssl_audio.train.trackers import check_trackers, hyperparameters
 
 
 def telemetry(run_dir: Path, **changes) -> Telemetry:
@@ -159,3 +164,82 @@ def test_update_flops_are_the_analytic_training_flops() -> None:
     lengths = [16_000, 23_456, 40_000]
     got = update_flops(cfg, lengths, torch.tensor(57))
     assert float(got) == pytest.approx(training_flops(cfg, lengths, masked_frames=57), rel=1e-6)  # float32 tensor
+
+
+def test_loss_terms_are_per_frame_and_add_up_to_the_loss(run: tuple[Path, TrainResult]) -> None:
+    """Every loss scalar has the loss's unit, nats per predicted frame (scalars.py): the terms sum to `loss`."""
+    run_dir, _ = run
+    loss = scalars(run_dir, "train/loss")
+    terms = [scalars(run_dir, f"train/loss_{name}") for name in ("contrastive", "diversity", "penalty")]
+    for i, (step, value) in enumerate(loss):
+        assert sum(term[i][1] for term in terms) == pytest.approx(value, rel=1e-5)  # 3 float32 values and a sum
+        assert all(term[i][0] == step for term in terms)
+    # The contrastive term per frame is at most log(1 + K) nats (uniform over the target and K distractors) plus
+    # what training can add in 3 updates: far below a per-batch sum (hundreds of frames times that).
+    assert all(0 < value < 2 * math.log(1 + wav2vec2_tiny().num_negatives) for _, value in terms[0])
+
+
+def test_per_frame_hand_values() -> None:
+    # An update of 2 micro-batches on 2 processes predicting 12 + 8 frames; summed terms 30, 6 and 4 nats.
+    assert per_frame({"contrastive": 30.0, "diversity": 6.0, "penalty": 4.0}, 20.0) == {
+        "loss_contrastive": 1.5, "loss_diversity": 0.3, "loss_penalty": 0.2,
+    }  # fmt: skip
+    assert per_frame({"masked_0": 3.0}, 0.0) == {"loss_masked_0": 3.0}  # no frames: the loss's own clamp to 1
+
+
+def test_resolved_config_is_logged_as_hyperparameters(run: tuple[Path, TrainResult]) -> None:
+    run_dir, _ = run
+    # add_hparams writes a sub-run (accelerate also a hparams.yml in a folder of its own)
+    [folder] = [p.parent for p in (run_dir / "tensorboard").glob("*/events.out.tfevents.*")]
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    content = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    logged = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams
+    assert logged["optim.lr"].number_value == LR
+    assert logged["train.max_updates"].number_value == MAX_UPDATES
+    assert logged["model.family"].string_value == "wav2vec2"
+    assert logged["optim.betas"].string_value == "[0.9, 0.98]"
+    assert logged["model.config.encoder.num_layers"].number_value == wav2vec2_tiny().encoder.num_layers  # resolved
+    assert "init.checkpoint" not in logged  # None: no tracker types it
+
+
+def test_hyperparameters_flatten_to_dotted_scalars() -> None:
+    nested = {"a": 1, "b": {"c": 0.5, "d": {"e": "x", "f": None}}, "g": [1, 2], "h": True}
+    assert hyperparameters(nested) == {"a": 1, "b.c": 0.5, "b.d.e": "x", "g": "[1, 2]", "h": True}
+
+
+def test_unknown_and_missing_trackers_are_refused() -> None:
+    with pytest.raises(
+        ValueError, match=r"train\.log_with: 'neptune' is not one of \['tensorboard', 'wandb', 'mlflow'\]"
+    ):
+        config(["train.log_with=[neptune]"])
+    if not is_wandb_available():
+        with pytest.raises(ValueError, match=r"^train\.log_with: wandb is not installed \(pip install wandb\)"):
+            check_trackers(["tensorboard", "wandb"])
+    check_trackers(["tensorboard"])
+
+
+def test_no_trackers_still_write_the_text_log(tmp_path: Path) -> None:
+    t = telemetry(tmp_path, log_with=())
+    t.update(1, {"loss": 2.0})
+    t.close()
+    assert (tmp_path / "train.log").read_text() == "update 1: loss=2\n" and not (tmp_path / "tensorboard").exists()
+
+
+def test_hubert_terms_per_frame_on_headerless_km_labels(corpus: Path, labels, tmp_path: Path) -> None:
+    """HuBERT trained from fairseq-style .km files (no header; data.label_rate): `loss_masked_0` (a per-batch sum
+    before) is per predicted frame, near log(k) for random labels, and with `loss_penalty` adds up to `loss`."""
+    k = 20
+    km = []
+    for path in labels(k):  # our files without their header line: fairseq's layout
+        lines = Path(path).read_text().splitlines(keepends=True)[1:]
+        (tmp_path / Path(path).name).write_text("".join(lines))
+        km.append(str(tmp_path / Path(path).name))
+    run_dir = tmp_path / "run"
+    overrides = hubert_overrides(corpus, run_dir, (km[0], km[1]), "train.max_updates=2", "data.label_rate=50")
+    train(config(overrides))
+    loss, masked, penalty = (scalars(run_dir, f"train/{key}") for key in ("loss", "loss_masked_0", "loss_penalty"))
+    assert [step for step, _ in loss] == [1, 2]
+    for (_, total), (_, a), (_, b) in zip(loss, masked, penalty):
+        assert a + b == pytest.approx(total, rel=1e-5)
+        assert 0.5 * math.log(k) < a < 3 * math.log(k)  # a per-batch sum would be hundreds of frames times this

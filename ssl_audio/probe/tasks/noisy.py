@@ -14,8 +14,7 @@ import math
 import numpy as np
 import torch
 
-from ssl_audio.data.probe_table import ProbeTable
-from ssl_audio.demo.noisy import SNR_COLUMN
+from ssl_audio.data.probe_table import SNR_COLUMN, ProbeTable
 from ssl_audio.probe.config import ProbeConfig
 from ssl_audio.probe.featurizer import Featurizer
 from ssl_audio.probe.heads import pool_mean_std
