@@ -6,6 +6,8 @@ import pytest
 import torch
 from torch import nn
 
+from ssl_audio.data.alignments import Alignment, frame_labels
+from ssl_audio.models.chunked import frames_in_chunks
 from ssl_audio.nn.frontends import build_frontend
 from ssl_audio.nn.logmel_frontend import LogMelFrontendConfig
 from ssl_audio.nn.patch_frontend import PatchFrontend, PatchFrontendConfig
@@ -115,3 +117,31 @@ def test_time_patch_masking_masks_whole_steps_in_spans() -> None:
                 runs.append(count)
                 count = 0
         assert all(r % 3 == 0 for r in runs), runs
+
+
+@pytest.mark.parametrize("name", list(FRONTENDS))
+def test_chunked_stitching_gives_the_whole_utterances_frames(name: str) -> None:
+    # A frame depends on its own samples only (these front-ends), so frames computed chunk by chunk and stitched
+    # must equal the frames of the whole wave: the framing contract is what chunks align on.
+    cfg, hop, window = FRONTENDS[name]
+    torch.manual_seed(3)
+    frontend = build_frontend(cfg).eval()
+    wave = torch.randn(window + 40 * hop + 123)
+
+    def frames(segment: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return frontend(segment[None])[0][0]
+
+    whole = frames(wave)
+    stitched = frames_in_chunks(frames, wave, window=window, hop=hop, chunk_samples=7 * hop, context_samples=2 * hop)
+    assert stitched.shape == whole.shape == (41, cfg.out_channels)
+    torch.testing.assert_close(stitched, whole, atol=1e-5, rtol=0)
+
+
+def test_frame_labels_of_the_patch_frames_by_hand() -> None:
+    # An alignment probed at the patch front-end's frames: the phone at each frame's centre t * 2560 + 1400.
+    cfg = PatchFrontendConfig()
+    alignment = Alignment(path="x.wav", num_samples=8000, phones=("sil", "a", "b"), starts=(0, 1500, 4000),
+                          ends=(1500, 4000, 8000))  # fmt: skip
+    labels = frame_labels(alignment, 16_000 / cfg.hop, cfg.window)
+    assert labels == ["sil", "a", "b"]  # centres 1400, 3960, 6520; (8000 - 2800) // 2560 + 1 = 3 frames
