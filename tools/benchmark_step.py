@@ -62,7 +62,7 @@ from dataclasses import dataclass, replace
 
 import torch
 from bench import ours, torchaudio_ref, transformers_ref  # tools/bench: one module per implementation
-from bench.common import C, Batch, Built, make_batch, no_layerdrop
+from bench.common import Batch, Built, C, make_batch, no_layerdrop
 
 from ssl_audio.audio import SAMPLE_RATE
 from ssl_audio.models.encoder import EncoderConfig

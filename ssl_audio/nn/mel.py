@@ -91,15 +91,16 @@ def power_frames(wave: Tensor, flavour: MelFlavour) -> Tensor:
         frames = frames - frames.mean(dim=-1, keepdim=True)
         previous = torch.cat([frames[..., :1], frames[..., :-1]], dim=-1)  # kaldi repeats the first sample
         frames = frames - 0.97 * previous
-        window = torch.hann_window(MEL_WINDOW, periodic=False, dtype=wave.dtype, device=wave.device).pow(0.85)  # Povey's
+        hann = torch.hann_window(MEL_WINDOW, periodic=False, dtype=wave.dtype, device=wave.device)
+        window = hann.pow(0.85)  # Povey's
         return torch.fft.rfft(frames * window, n=KALDI_FFT).abs().pow(2)
     window = torch.hann_window(MEL_WINDOW, periodic=True, dtype=wave.dtype, device=wave.device)
     return torch.fft.rfft(frames * window, n=WHISPER_FFT).abs().pow(2)
 
 
 def log_mel(wave: Tensor, filters: Tensor, flavour: MelFlavour, frame_lengths: Tensor | None = None) -> Tensor:
-    """(B, S) -> (B, M, N) log-mel frames, in the wave's float dtype. Whisper's clamp to (max - 8) takes each row's max over its
-    `frame_lengths` valid frames only, so padding never changes a valid frame."""
+    """(B, S) -> (B, M, N) log-mel frames, in the wave's float dtype. Whisper's clamp to (max - 8) takes each
+    row's max over its `frame_lengths` valid frames only, so padding never changes a valid frame."""
     power = power_frames(wave, flavour)
     mel = power @ filters.to(power.dtype)  # (B, M, N)
     if flavour == "kaldi":

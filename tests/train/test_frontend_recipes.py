@@ -16,7 +16,7 @@ import torchaudio.compliance.kaldi as kaldi
 import yaml
 from train_helpers import TINY, assert_identical, final_params
 
-from ssl_audio.audio import SAMPLE_RATE, load_audio
+from ssl_audio.audio import load_audio
 from ssl_audio.data.labels import write_labels
 from ssl_audio.data.manifest import load_manifest
 from ssl_audio.train.config import from_dict
