@@ -62,13 +62,20 @@ def recipe_config(name: str, corpus: Path, run_dir: Path, labels: tuple[str, str
 
 @pytest.mark.parametrize("name", RECIPES)
 def test_recipe_loss_falls_at_micro_size(name: str, corpus: Path, energy_labels, tmp_path: Path) -> None:  # noqa: ANN001
-    cfg = recipe_config(name, corpus, tmp_path / "run", energy_labels, "train.max_updates=16", "optim.lr=0.003")
-    kind = yaml.safe_load((REPO / "recipes" / f"{name}.yaml").read_text())
-    assert "frontend" in str(kind)
+    assert "frontend" in (REPO / "recipes" / f"{name}.yaml").read_text()  # the recipe picks its front-end
+    hubert = "hubert" in name
+    updates, lr = (16, 0.003) if hubert else (32, 0.001)
+    cfg = recipe_config(name, corpus, tmp_path / "run", energy_labels, f"train.max_updates={updates}", f"optim.lr={lr}")
     result = train(cfg)
     losses = result.losses
-    assert len(losses) == 16 and all(np.isfinite(losses))
-    assert np.mean(losses[-4:]) < 0.9 * np.mean(losses[:4]), losses
+    assert len(losses) == updates and all(np.isfinite(losses))
+    if hubert:  # learnable labels: measured 1.91 -> 1.66 (log-mel), 2.22 -> 1.90 (patch), chance ln 8 = 2.08
+        assert np.mean(losses[-4:]) < 0.9 * np.mean(losses[:4]), losses
+    else:
+        # wav2vec 2.0 learns slowly at this size (measured 3.21 -> 3.10, as the conv recipe here: 3.14), and a
+        # collapsing codebook would make its loss fall fast for nothing: it must fall with the codebook in use.
+        assert np.mean(losses[-4:]) < 0.98 * np.mean(losses[:4]), losses
+        assert result.valid["code_perplexity"] > 16, result.valid  # of 2 x 64 codewords; collapsed: 2
 
 
 @pytest.mark.slow
