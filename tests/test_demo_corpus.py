@@ -210,8 +210,12 @@ def test_frame_labels_take_the_phone_at_each_frame_centre() -> None:
                           ends=(300, 700, 1040))  # fmt: skip
     assert frame_labels(alignment, 50) == ["sil", "a", "sil"]  # centres 200, 520, 840
     assert frame_labels(alignment, 100) == ["sil", "a", "a", "a", "sil"]  # centres 200, 360, 520, 680, 840
-    with pytest.raises(ValueError, match="frame_rate 25"):
-        frame_labels(alignment, 25)
+    assert frame_labels(alignment, 25) == ["sil", "sil"]  # hop 640: centres 200, 840
+    # another front-end's window: the Whisper stem's 1040 samples at 50 Hz, one frame centred at 520
+    assert frame_labels(alignment, 50, window=1040) == ["a"]
+    assert frame_labels(alignment, 50, window=1041) == []
+    with pytest.raises(ValueError, match="frame_rate 30"):  # 533.3 samples per frame
+        frame_labels(alignment, 30)
 
 
 def test_frame_labels_on_the_corpus(corpus: Path) -> None:

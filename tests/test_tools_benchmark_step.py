@@ -106,3 +106,21 @@ def test_gpu_step_script_steps_our_models(monkeypatch, capsys):
         ["| HuBERT BASE", "bf16 autocast"],
     ]
     assert all(float(row.split(" | ")[2].removesuffix(" ms")) > 0 for row in rows)
+
+
+@pytest.mark.parametrize("family", ["wav2vec2", "hubert"])
+def test_frontends_flag_builds_each_front_end_and_steps(family, monkeypatch):
+    """--frontends: each front-end of FRONTENDS swapped into a family config gives a model with that front-end
+    that steps (here on the tiny trunk, so the BASE-wide front-ends run in a fraction of a second)."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "tools"))
+    step = importlib.import_module("benchmark_step")
+    cfg = TINY[family][0]
+    batch = make_batch(TINY_ENCODER, batch=1, samples=SAMPLE_RATE, num_classes=TINY_HUBERT.num_classes[0])
+    build = ours.build_wav2vec2 if family == "wav2vec2" else ours.build_hubert
+    for frontend in step.FRONTENDS.values():
+        model, loss_fn, _ = build(step.with_frontend(cfg, frontend), batch)
+        assert model.encoder.extractor.out_channels == frontend.out_channels
+        assert model.encoder.hop == frontend.hop
+        loss = loss_fn(0, None)
+        loss.backward()
+        assert torch.isfinite(loss)

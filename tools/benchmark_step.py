@@ -2,7 +2,7 @@
 
     python tools/benchmark_step.py [--batch 2] [--seconds 4] [--steps 5] [--warmup 2] [--threads 2]
                                    [--only wav2vec2|hubert|trunk] [--skip-bf16] [--bf16-steps N]
-                                   [--skip-trunk] [--no-lengths] [--profile]
+                                   [--skip-trunk] [--no-lengths] [--profile] [--frontends]
 
 One step = zero_grad + forward + loss + backward + AdamW step, fp32 on the CPU, in this process, on the same
 random batch. Every implementation gets the BASE dropouts (0.1 residual, attention, input projection; 0.0
@@ -34,6 +34,8 @@ Rows (what each measures):
 - trunk / each: encoder only (conv extractor, projection, transformer; no masking, no head, no grad mult),
   loss = mean square of the last hidden state. The one like-for-like row for all three implementations.
 - bf16 rows: ours under torch.autocast("cpu", dtype=torch.bfloat16); losses stay fp32 inside the models.
+- --frontends: instead of the rows above, ours only (wav2vec2 and hubert BASE, fp32) with each front-end of
+  FRONTENDS below in turns, and each one's throughput over the conv stack's: the step cost of a front-end.
 
 Every implementation is built from the same ssl_audio preset (WAV2VEC2, HUBERT, TRUNK below) by its module in
 tools/bench/ (ours.py, torchaudio_ref.py, transformers_ref.py); this file is the driver: timing and report.
@@ -60,12 +62,15 @@ from dataclasses import dataclass, replace
 
 import torch
 from bench import ours, torchaudio_ref, transformers_ref  # tools/bench: one module per implementation
-from bench.common import Batch, Built, make_batch, no_layerdrop
+from bench.common import Batch, Built, C, make_batch, no_layerdrop
 
 from ssl_audio.audio import SAMPLE_RATE
 from ssl_audio.models.encoder import EncoderConfig
 from ssl_audio.models.hubert import hubert_base
 from ssl_audio.models.wav2vec2 import wav2vec2_base
+from ssl_audio.nn.conv_extractor import ConvFrontendConfig
+from ssl_audio.nn.logmel_frontend import LogMelFrontendConfig
+from ssl_audio.nn.patch_frontend import PatchFrontendConfig
 from ssl_audio.train.config import OptimConfig
 from ssl_audio.train.hardware import bf16_units
 
@@ -81,6 +86,17 @@ TARGET_BF16 = 2.0
 WAV2VEC2 = no_layerdrop(wav2vec2_base())
 HUBERT = no_layerdrop(hubert_base())  # iteration 2: 500 classes at 50 Hz
 TRUNK = no_layerdrop(EncoderConfig())
+# --frontends: BASE-sized front-ends (Whisper base's stem width 512, SSAST / AudioMAE's 768-wide patches)
+FRONTENDS = {
+    "conv": ConvFrontendConfig(),
+    "logmel+whisper-stem": LogMelFrontendConfig(width=512),
+    "logmel+conv2d-stem": LogMelFrontendConfig(features="kaldi", stem="conv2d", width=512, normalize="utterance"),
+    "patch": PatchFrontendConfig(),
+}
+
+
+def with_frontend(cfg: C, frontend: object) -> C:
+    return replace(cfg, encoder=replace(cfg.encoder, frontend=frontend))  # type: ignore[type-var]
 
 
 @dataclass(frozen=True)
@@ -290,6 +306,15 @@ def report(results: list[Result], batch: Batch, threads: int, units_found: list[
     print("\nwav2vec2 / torchaudio: no row, torchaudio has no wav2vec 2.0 pretraining head; the trunk rows compare it.")
 
 
+def frontend_report(results: list[Result]) -> None:
+    """Each front-end's throughput over the conv stack's, per family (by median step and by CPU seconds)."""
+    print("\n| family: front-end / conv | by median step | by CPU s |\n|---|---:|---:|")
+    for r in results:
+        conv = next(c for c in results if c.case.family == r.case.family and c.case.impl == "ours, conv")
+        name = r.case.impl.removeprefix("ours, ")
+        print(f"| {r.case.family}: {name} | {r.throughput / conv.throughput:.2f}x | {conv.cpu_s / r.cpu_s:.2f}x |")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=2, help="utterances per batch")
@@ -309,6 +334,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip-trunk", action="store_true", help="no encoder-only rows")
     parser.add_argument("--no-lengths", action="store_true", help="pass no lengths / attention masks to any model")
     parser.add_argument("--profile", action="store_true", help="profile one extra step per row (top 10 ops)")
+    parser.add_argument("--frontends", action="store_true", help="ours only, with each front-end (FRONTENDS)")
     args = parser.parse_args(argv)
     if args.steps < 1 or args.warmup < 0 or args.batch < 1 or args.seconds <= 0:
         raise ValueError("need --steps >= 1, --warmup >= 0, --batch >= 1, --seconds > 0")
@@ -340,6 +366,17 @@ def main(argv: list[str] | None = None) -> None:
     else:
         bf16_steps, bf16_warmup = args.bf16_steps, args.warmup
     families: list[list[Case]] = []
+    if args.frontends:
+        for family, cfg, build in (("wav2vec2", WAV2VEC2, ours.build_wav2vec2), ("hubert", HUBERT, ours.build_hubert)):
+            if args.only in (None, family):
+                families.append(
+                    [bound_case(family, f"ours, {n}", build, with_frontend(cfg, f)) for n, f in FRONTENDS.items()]
+                )
+        results = [r for cases in families for r in run_family(cases, batch, args.steps, args.warmup, 0, 0,
+                                                                   profile=args.profile)]  # fmt: skip
+        report(results, batch, torch.get_num_threads(), units_found)
+        frontend_report(results)
+        return
     if args.only in (None, "wav2vec2"):
         families.append(
             [

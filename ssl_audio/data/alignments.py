@@ -5,6 +5,8 @@ Frame geometry (S samples at 16 kHz, window W = 400 samples = 25 ms, frame t cov
                   total stride 320) gives floor((S - 400) / 320) + 1 frames.
   100 Hz hop 160: kaldi-style MFCC with snip_edges=True (25 ms window, 10 ms shift) gives floor((S - 400) / 160) + 1.
 Either way there are no frames when S < 400. A frame's label is the phone at its centre sample t*hop + W // 2.
+Other front-ends pass their own window (and rate): e.g. the log-mel front-end's Whisper stem, 50 Hz with W = 1040,
+or 16 x 16 spectrogram patches, 6.25 Hz (hop 2560) with W = 2800 (nn/frontend.py's framing contract).
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from ssl_audio.audio import SAMPLE_RATE
 
 SILENCE = "sil"  # label for leading/trailing silence and espeak's pause phonemes
 FRAME_WINDOW = 400  # samples at 16 kHz (25 ms): conv extractor receptive field and MFCC window
-FRAME_HOPS = {50: 320, 100: 160}  # frame rate (Hz) -> hop in samples at 16 kHz
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -109,23 +110,22 @@ def write_alignments(path: str | Path, alignments: list[Alignment]) -> None:
 
 
 def frame_hop(frame_rate: float) -> int:
-    """Hop in samples at 16 kHz for a supported frame rate (50 or 100 Hz)."""
-    hop = FRAME_HOPS.get(int(frame_rate)) if float(frame_rate).is_integer() else None
-    if hop is None:
-        raise ValueError(f"frame_rate {frame_rate} Hz is not supported; use one of {sorted(FRAME_HOPS)}")
-    assert SAMPLE_RATE // hop == int(frame_rate)
-    return hop
+    """Hop in samples at 16 kHz of a frame rate that is a whole number of samples (320 at 50 Hz, 160 at 100 Hz)."""
+    hop = SAMPLE_RATE / frame_rate if frame_rate > 0 else float("nan")
+    if not abs(hop - round(hop)) < 1e-6:  # also catches NaN
+        raise ValueError(f"frame_rate {frame_rate} Hz is not a whole number of samples per frame at {SAMPLE_RATE} Hz")
+    return round(hop)
 
 
-def num_frames(num_samples: int, frame_rate: float) -> int:
-    """Frames of FRAME_WINDOW samples every `frame_hop(frame_rate)` samples: floor((S - 400) / hop) + 1, or 0."""
-    if num_samples < FRAME_WINDOW:
+def num_frames(num_samples: int, frame_rate: float, window: int = FRAME_WINDOW) -> int:
+    """Frames of `window` samples every `frame_hop(frame_rate)` samples: floor((S - window) / hop) + 1, or 0."""
+    if num_samples < window:
         return 0
-    return (num_samples - FRAME_WINDOW) // frame_hop(frame_rate) + 1
+    return (num_samples - window) // frame_hop(frame_rate) + 1
 
 
-def frame_labels(alignment: Alignment, frame_rate: float) -> list[str]:
-    """The phone at the centre of each frame, one label per frame of `num_frames(num_samples, frame_rate)`."""
+def frame_labels(alignment: Alignment, frame_rate: float, window: int = FRAME_WINDOW) -> list[str]:
+    """The phone at the centre of each frame, one label per frame of `num_frames(num_samples, frame_rate, window)`."""
     hop = frame_hop(frame_rate)
-    centres = (t * hop + FRAME_WINDOW // 2 for t in range(num_frames(alignment.num_samples, frame_rate)))
+    centres = (t * hop + window // 2 for t in range(num_frames(alignment.num_samples, frame_rate, window)))
     return [alignment.phone_at(centre) for centre in centres]

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from ssl_audio.audio import SAMPLE_RATE
 from ssl_audio.checks import fail, require_count, require_non_negative, require_positive
 from ssl_audio.models.encoder import Encoder, EncoderConfig
+from ssl_audio.models.label_frames import LABEL_WINDOW, label_hop, label_indices
 from ssl_audio.models.output import Output
 from ssl_audio.models.step_context import EVAL, StepContext
 from ssl_audio.models.wav2vec2 import tiny_encoder  # the demo trunk, shared by every family's tiny preset
@@ -33,6 +34,9 @@ class HubertConfig:
     masking: MaskingConfig = field(default_factory=lambda: MaskingConfig(mask_prob=0.8))  # span 10, min 2
     num_classes: tuple[int, ...] = (500,)  # clusters of each label set (iteration 1: 100 from MFCC)
     label_rate: float = 50.0  # Hz of the label sequences (iteration 1: 100, iteration 2: 50)
+    # Samples one label frame covers: 400 (25 ms) for MFCC labels and labels from a conv-stack model's layer;
+    # labels from a log-mel or patch model's layer cover that model's window (models/label_frames.py)
+    label_window: int = LABEL_WINDOW
     final_dim: int = 256  # F; LARGE 768
     untie_final_proj: bool = True  # one projection per label set
     logit_temp: float = 0.1
@@ -44,18 +48,29 @@ class HubertConfig:
     def __post_init__(self) -> None:
         if not self.num_classes:
             fail(self, "num_classes", "must list the clusters of at least one label set, got none")
-        require_count(self, "num_classes", "final_dim")
+        require_count(self, "num_classes", "final_dim", "label_window")
         require_positive(self, "label_rate", "logit_temp")
         require_non_negative(self, "masked_weight", "unmasked_weight", "feature_grad_mult", "feature_penalty_weight")
 
 
-def frame_targets(labels: Tensor, num_frames: int, label_rate: float, frame_rate: float) -> Tensor:
-    """Labels (B, L) at `label_rate` -> (B, T) targets at `frame_rate`: frame t takes label floor(t * ratio).
+def frame_targets(
+    labels: Tensor,
+    num_frames: int,
+    label_rate: float,
+    frame_rate: float,
+    *,
+    window: int = LABEL_WINDOW,
+    label_window: int = LABEL_WINDOW,
+) -> Tensor:
+    """Labels (B, L) at `label_rate` -> (B, T) targets of frames at `frame_rate` that see `window` samples:
+    frame t takes the label centred nearest it (models/label_frames.py; floor(t * ratio) for 25 ms frames).
 
     Frames past the end of the labels get LABEL_PAD (they are not predicted).
     """
-    ratio = label_rate / frame_rate
-    index = (torch.arange(num_frames, device=labels.device) * ratio).long()  # (T,)
+    hop = label_hop(frame_rate)
+    index = label_indices(
+        num_frames, hop=hop, window=window, label_rate=label_rate, label_window=label_window, device=labels.device
+    )  # (T,)
     inside = index < labels.shape[1]
     targets = labels[:, index.clamp(max=labels.shape[1] - 1)]
     return targets.masked_fill(~inside[None, :], LABEL_PAD)
@@ -108,7 +123,14 @@ class Hubert(nn.Module):
             for i, (set_labels, table) in enumerate(zip(labels, embeddings)):
                 if set_labels.ndim != 2 or set_labels.shape[0] != wave.shape[0]:
                     raise ValueError(f"label set {i}: expected shape (batch, frames), got {tuple(set_labels.shape)}")
-                targets = frame_targets(set_labels.to(wave.device), frames, cfg.label_rate, self.frame_rate)
+                targets = frame_targets(
+                    set_labels.to(wave.device),
+                    frames,
+                    cfg.label_rate,
+                    self.frame_rate,
+                    window=self.encoder.window,
+                    label_window=cfg.label_window,
+                )
                 has_label = valid_frames & (targets != LABEL_PAD)
                 proj = chunks[i] if chunks is not None else projected  # (B, T, F)
                 # cosine similarity as a matmul of unit vectors: never materialises (B, T, classes, F)

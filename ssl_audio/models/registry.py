@@ -205,7 +205,10 @@ FAMILIES: dict[str, Family] = {
 
 
 def lay_over(base: dict, changes: dict) -> dict:
-    """`changes` laid over `base`, nested mappings merged key by key."""
+    """`changes` laid over `base`, nested mappings merged key by key; a tagged section of another `kind` (a
+    log-mel front-end over a preset's conv stack) replaces the base's whole, as none of its keys apply."""
+    if "kind" in changes and changes["kind"] != base.get("kind", changes["kind"]):
+        return dict(changes)
     merged = dict(base)
     for key, value in changes.items():
         merged[key] = (

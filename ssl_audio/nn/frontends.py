@@ -10,11 +10,16 @@ from collections.abc import Callable
 
 from ssl_audio.nn.conv_extractor import ConvFeatureExtractor, ConvFrontendConfig
 from ssl_audio.nn.frontend import Frontend
+from ssl_audio.nn.logmel_frontend import LogMelFrontend, LogMelFrontendConfig
+from ssl_audio.nn.patch_frontend import PatchFrontend, PatchFrontendConfig
 
-FrontendConfig = ConvFrontendConfig  # a union of the configs below, one per kind
+# The first member is the default kind (a config section without `kind` is the waveform conv stack).
+FrontendConfig = ConvFrontendConfig | LogMelFrontendConfig | PatchFrontendConfig
 
 BUILDERS: dict[type, Callable[..., Frontend]] = {
     ConvFrontendConfig: ConvFeatureExtractor.from_config,
+    LogMelFrontendConfig: LogMelFrontend.from_config,
+    PatchFrontendConfig: PatchFrontend.from_config,
 }
 
 

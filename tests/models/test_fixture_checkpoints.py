@@ -33,11 +33,13 @@ def _plain(value: object) -> object:
 
 
 def _with_frontend_section(config: dict) -> dict:
-    """The recorded config as today's schema names it: the conv facts moved from the encoder into its front-end."""
+    """The recorded config as today's schema names it: the conv facts moved from the encoder into its front-end,
+    and fields added since at their defaults (HuBERT's label_window: 400, the 25 ms its labels always had)."""
     encoder = dict(config["encoder"])
     frontend = {"kind": "conv", "layers": encoder.pop("conv_layers"), "mode": encoder.pop("extractor_mode"),
                 "bias": encoder.pop("conv_bias")}  # fmt: skip
-    return {**config, "encoder": {**encoder, "frontend": frontend}}
+    added = {"label_window": 400} if "label_rate" in config else {}
+    return {**config, **added, "encoder": {**encoder, "frontend": frontend}}
 
 
 @pytest.mark.parametrize("family", FIXTURE_FAMILIES)

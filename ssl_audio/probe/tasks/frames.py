@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ssl_audio.data.alignments import FRAME_WINDOW, frame_labels, load_alignments
+from ssl_audio.data.alignments import frame_labels, load_alignments
 from ssl_audio.data.probe_table import ProbeTable
 from ssl_audio.probe.config import ProbeConfig
 from ssl_audio.probe.featurizer import Featurizer
@@ -34,13 +34,11 @@ def targets(cfg: ProbeConfig, featurizer: Featurizer, train: ProbeTable, test: P
     """The phone of every frame of every row, at the featurizer's frame rate; test phones must occur in training."""
     if cfg.alignments is None:
         raise ValueError("the frames task needs --alignments (alignments.jsonl of the corpus)")
-    if featurizer.window != FRAME_WINDOW:
-        raise ValueError(f"{featurizer.name}: frames of {featurizer.window} samples; alignments assume {FRAME_WINDOW}")
     alignments = load_alignments(cfg.alignments)
     labels = {}  # split -> the phone of every frame of every row
     for split, table in (("train", train), ("test", test)):
         rows = (_alignment_of(alignments, table, i, cfg.alignments) for i in range(len(table)))
-        labels[split] = [frame_labels(alignment, featurizer.frame_rate) for alignment in rows]
+        labels[split] = [frame_labels(alignment, featurizer.frame_rate, featurizer.window) for alignment in rows]
     classes = tuple(sorted({phone for row in labels["train"] for phone in row}))
     index = {name: c for c, name in enumerate(classes)}
     for i, row in enumerate(labels["test"]):
