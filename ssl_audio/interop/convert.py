@@ -17,10 +17,11 @@ from pathlib import Path
 import yaml
 
 from ssl_audio.configs import to_dict
-from ssl_audio.interop.fairseq import load_checkpoint, read_fairseq_checkpoint
+from ssl_audio.interop.fairseq import load_checkpoint as load_fairseq_checkpoint
+from ssl_audio.interop.fairseq import read_fairseq_checkpoint
 from ssl_audio.interop.fairseq_ctc import DICT_NAME, imported_ctc, is_fine_tuned
 from ssl_audio.interop.hf import read_hf, write_hf
-from ssl_audio.interop.hf_ctc import is_ctc_folder, read_hf_ctc, write_hf_ctc
+from ssl_audio.interop.hf_ctc import VOCAB_FILE, is_ctc_folder, read_hf_ctc, write_hf_ctc
 from ssl_audio.interop.imported import Imported, complete_state, expected_state, resolve_config
 from ssl_audio.interop.torchaudio import read_torchaudio
 from ssl_audio.models.loading import check_compatible, model_section
@@ -85,7 +86,7 @@ def read(
     """A fine-tuned CTC checkpoint (fairseq wav2vec_ctc, transformers *ForCTC) becomes a `finetune` model with its
     head and vocabulary; any other one its pretraining family's model."""
     if source == "fairseq":
-        checkpoint = load_checkpoint(src, trust_pickle=trust_pickle)
+        checkpoint = load_fairseq_checkpoint(src, trust_pickle=trust_pickle)
         beside = src.with_name(DICT_NAME)
         if is_fine_tuned(checkpoint) and (dictionary is not None or beside.is_file()):
             return imported_ctc(checkpoint, dictionary or beside, source=str(src))
@@ -94,7 +95,12 @@ def read(
             return replace(trunk, notes=trunk.notes + (f"no {DICT_NAME} next to {src} (--dict): CTC head left out",))
         return trunk
     if source == "hf":
-        return read_hf_ctc(src) if is_ctc_folder(src) else read_hf(src)
+        if is_ctc_folder(src) and (src / VOCAB_FILE).is_file():
+            return read_hf_ctc(src)
+        trunk = read_hf(src)
+        if is_ctc_folder(src):  # without vocab.json the head's rows have no names: the trunk alone
+            return replace(trunk, notes=trunk.notes + (f"no {VOCAB_FILE} in {src}: CTC head (lm_head) left out",))
+        return trunk
     if source == "torchaudio":
         return read_torchaudio(src, builder, trust_pickle=trust_pickle)
     if source == "ssl_audio":
