@@ -195,4 +195,10 @@ def read_hf_ctc(folder: str | Path) -> Imported:
     vocab = read_vocab_json(folder, int(theirs["lm_head.weight"].shape[0]))
     cfg = finetune_config_from_hf(hf, vocab, source=source)
     state, dropped, notes = gather("finetune", cfg, theirs, _table(f"{hf.model_type}."), source=str(folder))
+    preprocessor = folder / "preprocessor_config.json"
+    if preprocessor.is_file() and json.loads(preprocessor.read_text(encoding="utf-8")).get("do_normalize"):
+        notes += (
+            "the model expects zero-mean, unit-variance waveforms (preprocessor do_normalize); `ssl-audio "
+            "transcribe` feeds waveforms as they are: normalise the audio files first",
+        )
     return Imported(family="finetune", config=cfg, state=state, source=str(folder), dropped=dropped, notes=notes)

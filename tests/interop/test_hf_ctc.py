@@ -152,8 +152,10 @@ def test_import_of_a_for_ctc_folder_gives_transformers_logits(tmp_path, arch, no
     theirs = hf_ctc(arch, norm, stable)
     theirs.save_pretrained(tmp_path / "hf")
     (tmp_path / "hf" / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(VOCAB)}))
+    transformers.Wav2Vec2FeatureExtractor(do_normalize=True).save_pretrained(tmp_path / "hf")  # as published ones
     result = convert(tmp_path / "hf", tmp_path / "run")
     assert result.dropped == () and result.fresh == ()
+    assert any("do_normalize" in note for note in result.notes)
     ours = load_finetuned(result.path)
     assert ours.cfg.vocab == VOCAB and ours.cfg.head == "ctc"
     assert ours.cfg.encoder.relative_bias == (arch == "WavLM")
@@ -198,3 +200,13 @@ def test_export_then_import_round_trips_config_and_weights(tmp_path):
     before, after = load_finetuned(step).state_dict(), load_finetuned(back.path).state_dict()
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
     assert to_dict(cfg)["vocab"] == list(VOCAB)
+
+
+def test_a_classifier_is_refused_with_its_head_kind(tmp_path):
+    cfg = replace(finetune_cfg("group_norm", False, False), head="classify", vocab=("yes", "no"))
+    torch.manual_seed(0)
+    imported = Imported(family="finetune", config=cfg, state=FineTune(cfg).state_dict(), source="test")  # type: ignore[arg-type]
+    step = write_step_folder(imported, tmp_path / "run").path
+    with pytest.raises(ValueError, match="a classify model; only CTC models export"):
+        convert(step, tmp_path / "hf", target="hf")
+    assert not (tmp_path / "hf").exists() and not (tmp_path / ".hf.tmp").exists()
