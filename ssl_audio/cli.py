@@ -248,7 +248,13 @@ def _convert(args: argparse.Namespace) -> None:
     from ssl_audio.interop.convert import convert
 
     result = convert(
-        args.src, args.dst, source=args.source, target=args.target, builder=args.builder, trust_pickle=args.trust_pickle
+        args.src,
+        args.dst,
+        source=args.source,
+        target=args.target,
+        builder=args.builder,
+        trust_pickle=args.trust_pickle,
+        dictionary=args.dictionary,
     )
     print(f"convert: wrote {result.path}")
     for label, items in (("initialised fresh", result.fresh), ("not carried over", result.dropped)):
@@ -497,7 +503,9 @@ def build_parser() -> argparse.ArgumentParser:
         "convert",
         help="import fairseq / transformers / torchaudio checkpoints; export ours to transformers",
         description="SRC: a fairseq .pt, a transformers folder, a torchaudio state dict .pt (with --builder) or "
-        "one of our step folders. --to ssl_audio writes DST/step_00000000; --to hf makes DST a transformers folder.",
+        "one of our step folders. --to ssl_audio writes DST/step_00000000; --to hf makes DST a transformers folder. "
+        "Fine-tuned CTC models (fairseq wav2vec_ctc, transformers *ForCTC) come in with their head and vocabulary; "
+        "ours (family finetune, head ctc) go out as *ForCTC with vocab.json and tokenizer.",
     )
     p.add_argument("src", metavar="SRC")
     p.add_argument("dst", metavar="DST")
@@ -510,6 +518,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--to", dest="target", default="ssl_audio", choices=("ssl_audio", "hf"))
     p.add_argument("--builder", default=None, help="torchaudio: the builder of the state dict, e.g. wavlm_base")
+    p.add_argument(
+        "--dict",
+        dest="dictionary",
+        default=None,
+        metavar="DICT",
+        help="fine-tuned fairseq CTC checkpoint: its dict.ltr.txt (default: dict.ltr.txt next to SRC)",
+    )
     p.add_argument(
         "--trust-pickle",
         action="store_true",

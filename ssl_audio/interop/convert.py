@@ -11,14 +11,17 @@ at all) get a seeded fresh initialisation, and the result says which parts those
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
 
 from ssl_audio.configs import to_dict
-from ssl_audio.interop.fairseq import read_fairseq
+from ssl_audio.interop.fairseq import load_checkpoint as load_fairseq_checkpoint
+from ssl_audio.interop.fairseq import read_fairseq_checkpoint
+from ssl_audio.interop.fairseq_ctc import DICT_NAME, imported_ctc, is_fine_tuned
 from ssl_audio.interop.hf import read_hf, write_hf
+from ssl_audio.interop.hf_ctc import VOCAB_FILE, is_ctc_folder, read_hf_ctc, write_hf_ctc
 from ssl_audio.interop.imported import Imported, complete_state, expected_state, resolve_config
 from ssl_audio.interop.torchaudio import read_torchaudio
 from ssl_audio.models.loading import check_compatible, model_section
@@ -84,11 +87,27 @@ def guess_source(src: Path) -> str:
     raise ValueError(f"{src}: not a checkpoint file, a transformers folder (config.json) or a step folder (meta.json)")
 
 
-def read(src: Path, source: str, *, builder: str | None = None, trust_pickle: bool = False) -> Imported:
+def read(
+    src: Path, source: str, *, builder: str | None = None, trust_pickle: bool = False, dictionary: Path | None = None
+) -> Imported:
+    """A fine-tuned CTC checkpoint (fairseq wav2vec_ctc, transformers *ForCTC) becomes a `finetune` model with its
+    head and vocabulary; any other one its pretraining family's model."""
     if source == "fairseq":
-        return read_fairseq(src, trust_pickle=trust_pickle)
+        checkpoint = load_fairseq_checkpoint(src, trust_pickle=trust_pickle)
+        beside = src.with_name(DICT_NAME)
+        if is_fine_tuned(checkpoint) and (dictionary is not None or beside.is_file()):
+            return imported_ctc(checkpoint, dictionary or beside, source=str(src))
+        trunk = read_fairseq_checkpoint(checkpoint, source=str(src))
+        if is_fine_tuned(checkpoint):  # without its dictionary the head's rows have no names: the trunk alone
+            return replace(trunk, notes=trunk.notes + (f"no {DICT_NAME} next to {src} (--dict): CTC head left out",))
+        return trunk
     if source == "hf":
-        return read_hf(src)
+        if is_ctc_folder(src) and (src / VOCAB_FILE).is_file():
+            return read_hf_ctc(src)
+        trunk = read_hf(src)
+        if is_ctc_folder(src):  # without vocab.json the head's rows have no names: the trunk alone
+            return replace(trunk, notes=trunk.notes + (f"no {VOCAB_FILE} in {src}: CTC head (lm_head) left out",))
+        return trunk
     if source == "torchaudio":
         return read_torchaudio(src, builder, trust_pickle=trust_pickle)
     if source == "ssl_audio":
@@ -104,10 +123,13 @@ def convert(
     target: str = "ssl_audio",
     builder: str | None = None,
     trust_pickle: bool = False,
+    dictionary: str | Path | None = None,
 ) -> Converted:
     """Read `src` (format `source`, guessed when None) and write it to `dst` in format `target`.
 
-    ssl_audio: `dst` is a run folder and gets step_00000000/. hf: `dst` becomes a transformers folder.
+    ssl_audio: `dst` is a run folder and gets step_00000000/. hf: `dst` becomes a transformers folder (a *ForCTC
+    one, with vocab.json and tokenizer, for a fine-tuned CTC model). `dictionary`: a fine-tuned fairseq
+    checkpoint's dict.ltr.txt (default: the one next to it).
     """
     src, dst = Path(src), Path(dst)
     if not src.exists():
@@ -117,7 +139,9 @@ def convert(
     source = source or guess_source(src)
     if source == target == "ssl_audio":
         raise ValueError(f"{src}: already an ssl_audio checkpoint; nothing to convert")
-    imported = read(src, source, builder=builder, trust_pickle=trust_pickle)
+    imported = read(
+        src, source, builder=builder, trust_pickle=trust_pickle, dictionary=Path(dictionary) if dictionary else None
+    )
     if target == "ssl_audio":
         return write_step_folder(imported, dst)
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
@@ -126,7 +150,10 @@ def convert(
     tmp = dst.with_name(f".{dst.name}.tmp")  # written whole, then renamed: no half-written model folder
     if tmp.exists():
         shutil.rmtree(tmp)
-    dropped = write_hf(imported.family, imported.config, state, tmp, fresh=fresh)
+    if imported.family == "finetune":
+        dropped = write_hf_ctc(imported, state, tmp)
+    else:
+        dropped = write_hf(imported.family, imported.config, state, tmp, fresh=fresh)
     if dst.exists():
         dst.rmdir()
     tmp.rename(dst)

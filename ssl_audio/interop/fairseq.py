@@ -92,14 +92,14 @@ def load_checkpoint(path: str | Path, *, trust_pickle: bool = False) -> dict[str
     return checkpoint
 
 
-def _plain(value: Any) -> Any:
+def plain_config(value: Any) -> Any:
     """Namespaces and config objects (omegaconf's are Mappings) as plain dicts and lists."""
     if isinstance(value, argparse.Namespace):
-        return _plain(vars(value))
+        return plain_config(vars(value))
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain_config(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)) or type(value).__name__ == "ListConfig":
-        return [_plain(v) for v in value]
+        return [plain_config(v) for v in value]
     return value
 
 
@@ -134,18 +134,18 @@ def _sections(checkpoint: dict[str, Any], *, source: str) -> tuple[dict, dict, d
     """(model config, criterion config, trunk state dict, fine-tuning head keys), unwrapping a fine-tuned
     checkpoint."""
     if checkpoint.get("cfg") is not None:
-        cfg = _plain(checkpoint["cfg"])
+        cfg = plain_config(checkpoint["cfg"])
         model = cfg["model"] if isinstance(cfg.get("model"), dict) else cfg  # unilm WavLM: a flat dict
         criterion = cfg.get("criterion") or {}
     elif checkpoint.get("args") is not None:  # pre-Hydra: one flat Namespace
-        model = criterion = _plain(checkpoint["args"])
+        model = criterion = plain_config(checkpoint["args"])
     else:
         raise ValueError(f"{source}: holds neither 'cfg' nor 'args': cannot tell the architecture")
     state, head = checkpoint["model"], ()
     if any(k.startswith(FINETUNED_PREFIX) for k in state):
         if not model.get("w2v_args"):
             raise ValueError(f"{source}: a fine-tuned checkpoint without its pretraining config (w2v_args)")
-        inner = _plain(model["w2v_args"])
+        inner = plain_config(model["w2v_args"])
         model = inner["model"] if isinstance(inner.get("model"), dict) else inner
         criterion = {}
         head = tuple(k for k in state if not k.startswith(FINETUNED_PREFIX))  # e.g. the CTC projection
@@ -289,8 +289,12 @@ def _prepare(state: dict[str, Tensor], cfg: EncoderConfig) -> dict[str, Tensor]:
 
 def read_fairseq(path: str | Path, *, trust_pickle: bool = False) -> Imported:
     """A fairseq (or unilm WavLM) checkpoint as our family model's weights and config."""
-    source = str(path)
-    model, criterion, state, head = _sections(load_checkpoint(path, trust_pickle=trust_pickle), source=source)
+    return read_fairseq_checkpoint(load_checkpoint(path, trust_pickle=trust_pickle), source=str(path))
+
+
+def read_fairseq_checkpoint(checkpoint: dict[str, Any], *, source: str) -> Imported:
+    """An unpickled checkpoint dict (load_checkpoint) as our family model: the trunk of a fine-tuned one."""
+    model, criterion, state, head = _sections(checkpoint, source=source)
     family, cfg, notes = config_from_fairseq(model, criterion, state, source=source)
     theirs = _prepare(state, cfg.encoder)
     if family == "wav2vec2" and not model.get("quantize_targets", True):  # project_q then maps raw features

@@ -71,7 +71,7 @@ def _table(prefix: str, *, heads: bool = True) -> KeyTable:
     return trunk + (_HEADS if heads else [])
 
 
-def _read_weights(folder: Path) -> dict[str, Tensor]:
+def read_weights(folder: Path) -> dict[str, Tensor]:
     """model.safetensors, pytorch_model.bin, or their sharded index."""
     for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
         if (folder / index_name).is_file():
@@ -109,7 +109,7 @@ def _read_file(path: Path) -> dict[str, Tensor]:
     return state
 
 
-def _hf_config(folder: Path) -> Any:
+def hf_config(folder: Path) -> Any:
     try:
         from transformers import AutoConfig
     except ImportError:
@@ -183,9 +183,9 @@ def config_from_hf(hf: Any, *, source: str) -> tuple[str, Any]:
 def read_hf(folder: str | Path) -> Imported:
     """A transformers folder as our family model's weights and config."""
     folder = Path(folder)
-    hf = _hf_config(folder)
+    hf = hf_config(folder)
     family, cfg = config_from_hf(hf, source=str(folder / "config.json"))
-    theirs = rename_weight_norm(_read_weights(folder), legacy=False)
+    theirs = rename_weight_norm(read_weights(folder), legacy=False)
     base_prefix = f"{hf.model_type}."  # the *For* models hold the trunk under the base model's prefix
     prefix = base_prefix if any(k.startswith(base_prefix) for k in theirs) else ""
     state, dropped, notes = gather(family, cfg, theirs, _table(prefix), source=str(folder))
