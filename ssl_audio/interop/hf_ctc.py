@@ -128,7 +128,7 @@ def write_hf_ctc(imported: Imported, state: dict[str, Tensor], folder: Path) -> 
         sampling_rate=SAMPLE_RATE,
         padding_value=0.0,
         do_normalize=False,  # our pipeline feeds waveforms as they are
-        return_attention_mask=cfg.encoder.extractor_mode == "layer_norm",  # group norm spans padding (as HF's base)
+        return_attention_mask=cfg.encoder.frontend.mode == "layer_norm",  # group norm spans padding (as HF's base)
     )
     Wav2Vec2Processor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(folder)
     return tuple(sorted({key.split(".")[0] for key in unmapped}))

@@ -17,6 +17,7 @@ from ssl_audio.interop.convert import Imported, convert, run_config, write_step_
 from ssl_audio.interop.imported import preset
 from ssl_audio.models.encoder import EncoderConfig
 from ssl_audio.models.finetune import FineTune, FineTuneConfig
+from ssl_audio.nn.conv_extractor import ConvFrontendConfig
 from ssl_audio.nn.masking import MaskingConfig
 from ssl_audio.train.checkpoint import save_checkpoint
 
@@ -51,7 +52,7 @@ def speaking_head(proj: torch.nn.Linear, seed: int = 3) -> None:
 
 def finetune_cfg(norm: str, pre_ln: bool, relative_bias: bool) -> FineTuneConfig:
     encoder = EncoderConfig(
-        conv_layers=SMALL_CONV, extractor_mode=norm, conv_bias=norm == "layer_norm", dim=64, num_layers=2,
+        frontend=ConvFrontendConfig(layers=SMALL_CONV, mode=norm, bias=norm == "layer_norm"), dim=64, num_layers=2,
         num_heads=4, ffn_dim=128, pre_ln=pre_ln, pos_conv_kernel=16, pos_conv_groups=4, relative_bias=relative_bias,
         dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, projection_dropout=0.0, layerdrop=0.0,
     )  # fmt: skip
