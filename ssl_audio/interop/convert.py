@@ -19,6 +19,7 @@ import yaml
 from ssl_audio.configs import to_dict
 from ssl_audio.interop.fairseq import read_fairseq
 from ssl_audio.interop.hf import read_hf, write_hf
+from ssl_audio.interop.hf_whisper import is_whisper_folder, read_hf_whisper, write_hf_whisper
 from ssl_audio.interop.imported import Imported, complete_state, expected_state, resolve_config
 from ssl_audio.interop.torchaudio import read_torchaudio
 from ssl_audio.models.loading import check_compatible, model_section
@@ -81,7 +82,7 @@ def read(src: Path, source: str, *, builder: str | None = None, trust_pickle: bo
     if source == "fairseq":
         return read_fairseq(src, trust_pickle=trust_pickle)
     if source == "hf":
-        return read_hf(src)
+        return read_hf_whisper(src) if is_whisper_folder(src) else read_hf(src)
     if source == "torchaudio":
         return read_torchaudio(src, builder, trust_pickle=trust_pickle)
     if source == "ssl_audio":
@@ -119,7 +120,10 @@ def convert(
     tmp = dst.with_name(f".{dst.name}.tmp")  # written whole, then renamed: no half-written model folder
     if tmp.exists():
         shutil.rmtree(tmp)
-    dropped = write_hf(imported.family, imported.config, state, tmp, fresh=fresh)
+    if imported.family == "whisper":
+        dropped = write_hf_whisper(imported.config, state, tmp)
+    else:
+        dropped = write_hf(imported.family, imported.config, state, tmp, fresh=fresh)
     if dst.exists():
         dst.rmdir()
     tmp.rename(dst)

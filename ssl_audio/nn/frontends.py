@@ -10,11 +10,14 @@ from collections.abc import Callable
 
 from ssl_audio.nn.conv_extractor import ConvFeatureExtractor, ConvFrontendConfig
 from ssl_audio.nn.frontend import Frontend
+from ssl_audio.nn.whisper_frontend import WhisperFrontend, WhisperFrontendConfig
 
-FrontendConfig = ConvFrontendConfig  # a union of the configs below, one per kind
+# The first member is the default kind (a config section without `kind` is the waveform conv stack).
+FrontendConfig = ConvFrontendConfig | WhisperFrontendConfig
 
 BUILDERS: dict[type, Callable[..., Frontend]] = {
     ConvFrontendConfig: ConvFeatureExtractor.from_config,
+    WhisperFrontendConfig: WhisperFrontend.from_config,
 }
 
 

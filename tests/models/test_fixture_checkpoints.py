@@ -37,7 +37,9 @@ def _with_frontend_section(config: dict) -> dict:
     encoder = dict(config["encoder"])
     frontend = {"kind": "conv", "layers": encoder.pop("conv_layers"), "mode": encoder.pop("extractor_mode"),
                 "bias": encoder.pop("conv_bias")}  # fmt: skip
-    return {**config, "encoder": {**encoder, "frontend": frontend}}
+    # fields added since, at the defaults that build the recorded model (conv positions, feature projection)
+    added = {"positions": "conv", "max_positions": 1500, "feature_projection": True, "attend_padding": False}
+    return {**config, "encoder": {**encoder, "frontend": frontend, **added}}
 
 
 @pytest.mark.parametrize("family", FIXTURE_FAMILIES)
