@@ -46,7 +46,9 @@ def encoder_layer_frames(encoder: Encoder, segment: Tensor, layers: Sequence[int
     The encoder runs only up to the deepest layer asked for; it is used as given (the callers put it in eval
     mode), without gradients."""
     out = encoder(segment[None].to(device), num_layers=max(layers))
-    stacked = torch.stack([out.hidden_states[k][0] for k in layers], dim=1)  # (T', K, D)
+    # the segment's own frames: Whisper pads every clip to its 30 s window, and says how many frames are its own
+    frames = out.hidden_states[0].shape[1] if out.lengths is None else int(out.lengths[0])
+    stacked = torch.stack([out.hidden_states[k][0, :frames] for k in layers], dim=1)  # (T', K, D)
     return stacked.flatten(1).float().cpu()
 
 
