@@ -173,6 +173,11 @@ class Encoder(nn.Module):
         """The shortest input that yields a frame."""
         return self.extractor.min_samples
 
+    @property
+    def max_samples(self) -> int | None:
+        """The longest input it takes (None: any)."""
+        return self.extractor.max_samples
+
     def extract(self, wave: Tensor, lengths: Tensor | None = None, *, grad_mult: float = 1.0) -> Extracted:
         """Front-end features, their penalty and projection. `grad_mult` scales the front-end's gradient
         (wav2vec 2.0's feature_grad_mult; 0 freezes it and skips its backward entirely)."""

@@ -159,6 +159,10 @@ class WhisperFrontend(Frontend):
     def min_samples(self) -> int:
         return N_FFT  # one mel frame (the reflect padding needs more than half a window)
 
+    @property
+    def max_samples(self) -> int:
+        return self.cfg.clip_samples
+
     def output_lengths(self, lengths: Tensor) -> Tensor:
         return frame_lengths(lengths)
 

@@ -21,6 +21,7 @@ from ssl_audio.cli import main
 from ssl_audio.cluster.iterate import IterateConfig, IterationConfig, run_iterations
 from ssl_audio.data.labels import read_header
 from ssl_audio.data.manifest import build_manifests
+from ssl_audio.features import chunked_frames
 from ssl_audio.interop.convert import convert
 from ssl_audio.models.registry import FAMILIES, ModelConfig, family_config
 from ssl_audio.probe.featurizer import checkpoint_featurizer
@@ -112,3 +113,23 @@ def test_hubert_objective_continues_from_the_imported_encoder(imported, tmp_path
     encoder_keys = [k for k in start if k.startswith("encoder.")]
     moved = max((end[k] - start[k]).abs().max().item() for k in encoder_keys)
     assert 0 < moved < 1e-2
+
+
+def test_long_audio_is_chunked_to_fit_the_window() -> None:
+    """Whisper takes at most 30 s: chunks with their context are cut to fit, and still stitch every frame once.
+    Hand case: frame t of a segment reports the sample it starts on, so the stitched frames must be 0, 320, ..."""
+    window, hop, longest = 1040, 320, 480_000
+    seen = []
+
+    def starts(segment: torch.Tensor) -> torch.Tensor:
+        seen.append(segment.shape[0])
+        count = (segment.shape[0] - window) // hop + 1
+        return segment[torch.arange(count) * hop][:, None]
+
+    wave = torch.arange(75 * SR, dtype=torch.float64)  # 75 s: three chunks or more
+    frames = chunked_frames(starts, wave, window=window, hop=hop, max_samples=longest)[:, 0]
+    assert max(seen) <= longest and len(seen) >= 3
+    assert torch.equal(frames, torch.arange(frames.shape[0], dtype=torch.float64) * hop)
+    assert frames.shape[0] == (75 * SR - window) // hop + 1
+    with pytest.raises(ValueError, match="no room for 32000 of context"):
+        chunked_frames(starts, wave, window=window, hop=hop, max_samples=2 * SR)
