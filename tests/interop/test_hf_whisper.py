@@ -96,6 +96,18 @@ def test_every_layer_equals_transformers_on_a_padded_clip(folder: Path) -> None:
     assert front.lengths.tolist() == [CLIP // 320]  # the clip's own frames, for pooling and losses
 
 
+def test_waveform_to_output_equals_feature_extractor_then_transformers(folder: Path) -> None:
+    """The whole path: our log-mel (off by ~3e-6 from the extractor's float64) through the encoder; the layers'
+    gain on that input difference (measured ~2x) leaves it far under 1e-4."""
+    extractor = transformers.WhisperFeatureExtractor(feature_size=MELS)
+    features = extractor(wave()[0].numpy(), sampling_rate=16_000, return_tensors="pt").input_features
+    hf = transformers.WhisperModel.from_pretrained(folder).encoder.eval()
+    with torch.no_grad():
+        expected = hf(features).last_hidden_state
+        got = our_model(folder, "pad").encoder(wave(), torch.tensor([CLIP])).last
+    assert (got - expected).abs().max() < 1e-4
+
+
 def test_trimmed_clip_equals_transformers_with_its_table_sliced(tmp_path: Path, folder: Path) -> None:
     """Trim mode: the clip's own 350 frames and the first 350 rows of the table; the oracle is transformers'
     encoder with max_source_positions 350 and embed_positions cut to those rows."""
