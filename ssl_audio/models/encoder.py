@@ -55,8 +55,11 @@ class EncoderConfig:
         frames = getattr(self.frontend, "max_frames", None)  # the longest input's frames, where the front-end caps it
         if self.positions == "sinusoidal" and frames is not None and frames > self.max_positions:
             fail(self, "max_positions", f"must cover the front-end's {frames} frames, got {self.max_positions}")
+        if getattr(self.frontend, "clip", None) == "trim" and self.attend_padding:  # batches pad to their longest
+            fail(self, "attend_padding", "must be false with frontend.clip 'trim': the batch padding is not Whisper's")
         if not self.feature_projection and self.frontend.out_channels != self.dim:
-            fail(self, "feature_projection", f"False needs front-end channels {self.frontend.out_channels} = dim {self.dim}")
+            channels = self.frontend.out_channels
+            fail(self, "feature_projection", f"False needs front-end channels {channels} = dim {self.dim}")
         for name in ("num_heads", "pos_conv_groups"):  # attention heads and conv groups split the width evenly
             if self.dim % getattr(self, name):
                 fail(self, name, f"must divide dim {self.dim}, got {getattr(self, name)}")

@@ -19,7 +19,7 @@ from dataclasses import replace
 
 from ssl_audio.models.encoder import EncoderConfig
 from ssl_audio.models.hubert import HubertConfig
-from ssl_audio.nn.whisper_frontend import ClipMode, WhisperFrontendConfig
+from ssl_audio.nn.whisper_frontend import CLIP_SAMPLES, ClipMode, WhisperFrontendConfig
 
 # name -> (width, layers, heads, mel bins)
 DIMENSIONS: dict[str, tuple[int, int, int, int]] = {
@@ -32,7 +32,13 @@ DIMENSIONS: dict[str, tuple[int, int, int, int]] = {
 
 
 def whisper_encoder(
-    dim: int, num_layers: int, num_heads: int, num_mels: int = 80, *, clip: ClipMode = "pad", clip_samples: int = 480_000
+    dim: int,
+    num_layers: int,
+    num_heads: int,
+    num_mels: int = 80,
+    *,
+    clip: ClipMode = "pad",
+    clip_samples: int = CLIP_SAMPLES,
 ) -> EncoderConfig:
     frontend = WhisperFrontendConfig(num_mels=num_mels, width=dim, clip=clip, clip_samples=clip_samples)
     return EncoderConfig(

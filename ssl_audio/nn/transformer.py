@@ -1,5 +1,5 @@
-"""The transformer encoder: convolutional positional embedding (or Whisper's sinusoids), post-LN (BASE) or pre-LN (LARGE) layers,
-layerdrop, key padding masks, optional WavLM gated relative position bias.
+"""The transformer encoder: convolutional positional embedding (or Whisper's sinusoids), post-LN (BASE) or pre-LN
+(LARGE) layers, layerdrop, key padding masks, optional WavLM gated relative position bias.
 
 Shapes: B batch, T frames, D model width, H heads.
 """

@@ -114,7 +114,8 @@ def test_trimmed_clip_equals_transformers_with_its_table_sliced(tmp_path: Path, 
     frames = CLIP // 320
     hf_full = transformers.WhisperModel.from_pretrained(folder)
     sliced = whisper_folder(tmp_path, positions=frames)
-    sliced.load_state_dict({**hf_full.state_dict(), "encoder.embed_positions.weight": hf_full.encoder.embed_positions.weight[:frames]})
+    table = hf_full.encoder.embed_positions.weight[:frames]
+    sliced.load_state_dict({**hf_full.state_dict(), "encoder.embed_positions.weight": table})
     ours = our_model(folder, "trim").encoder
     mel, _ = ours.extractor.features(wave())
     assert mel.shape == (1, MELS, 2 * frames)

@@ -2,6 +2,8 @@
 dimensions (built on the meta device: no memory). Ours has no stored position table (it is derived) and one
 inert key bias per layer (models/whisper.py)."""
 
+import dataclasses
+
 import pytest
 import torch
 import transformers
@@ -39,3 +41,9 @@ def test_waveform_models_keep_their_keys() -> None:
     keys = build_model(ModelConfig(family="hubert", preset="tiny")).state_dict().keys()
     assert "encoder.transformer.positional.conv.parametrizations.weight.original0" in keys
     assert "encoder.projection.linear.weight" in keys and not any("stem" in k for k in keys)
+
+
+def test_trimmed_clips_must_mask_the_batch_padding() -> None:
+    enc = family_config(ModelConfig(family="whisper", preset="micro")).encoder
+    with pytest.raises(ValueError, match="attend_padding"):
+        dataclasses.replace(enc, frontend=dataclasses.replace(enc.frontend, clip="trim"))

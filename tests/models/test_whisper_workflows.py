@@ -68,7 +68,8 @@ def test_probe_features_are_transformers_layers_and_the_cli_probes(imported, tmp
     step, audio, hf = imported
     wave, _ = sf.read(audio / "c0.wav", dtype="float32")
     ours = checkpoint_featurizer(step)(torch.from_numpy(wave), [1])[0]  # (T, D): the clip's own frames
-    mel, _ = FAMILIES["whisper"].model_class(family_config(ModelConfig(family="whisper", preset="micro"))).encoder.extractor.features(torch.from_numpy(wave)[None])
+    micro = FAMILIES["whisper"].model_class(family_config(ModelConfig(family="whisper", preset="micro")))
+    mel, _ = micro.encoder.extractor.features(torch.from_numpy(wave)[None])  # the mel has no weights
     with torch.no_grad():
         theirs = hf.encoder(mel, output_hidden_states=True).hidden_states[1][0]  # (100, D): the 2 s window
     frames = (len(wave) // 160 + 1) // 2
@@ -101,8 +102,14 @@ def test_hubert_objective_continues_from_the_imported_encoder(imported, tmp_path
         run_dir=str(tmp_path / "run"),
         pretrain=pretrain,
         iterations=(
-            IterationConfig(source=str(step), layer=1, k=4, max_points=2_000, kmeans_iterations=5,
-                            overrides=(f"init.checkpoint={step}",)),
+            IterationConfig(
+                source=str(step),
+                layer=1,
+                k=4,
+                max_points=2_000,
+                kmeans_iterations=5,
+                overrides=(f"init.checkpoint={step}",),
+            ),
         ),  # fmt: skip
     )
     summary = run_iterations(cfg, progress=False)[0]
