@@ -158,3 +158,15 @@ def test_a_folder_with_other_positions_is_refused(tmp_path: Path) -> None:
     model.save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="embed_positions.weight is not Whisper's sinusoid table"):
         read_hf_whisper(tmp_path)
+
+
+def test_the_encoder_of_a_conditional_generation_folder(tmp_path: Path, folder: Path) -> None:
+    """WhisperForConditionalGeneration keeps the encoder under model.encoder.: the same weights come out."""
+    base = transformers.WhisperModel.from_pretrained(folder)
+    generation = transformers.WhisperForConditionalGeneration(base.config)
+    generation.model.load_state_dict(base.state_dict())
+    generation.save_pretrained(tmp_path)
+    ours, theirs = read_hf_whisper(folder), read_hf_whisper(tmp_path)
+    assert ours.state.keys() == theirs.state.keys() and ours.config == theirs.config
+    assert all(torch.equal(ours.state[k], theirs.state[k]) for k in ours.state)
+    assert any("decoder and LM head" in note for note in theirs.notes)
