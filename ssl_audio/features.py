@@ -46,7 +46,9 @@ def encoder_layer_frames(encoder: Encoder, segment: Tensor, layers: Sequence[int
     The encoder runs only up to the deepest layer asked for; it is used as given (the callers put it in eval
     mode), without gradients."""
     out = encoder(segment[None].to(device), num_layers=max(layers))
-    stacked = torch.stack([out.hidden_states[k][0] for k in layers], dim=1)  # (T', K, D)
+    # the segment's own frames: Whisper pads every clip to its 30 s window, and says how many frames are its own
+    frames = out.hidden_states[0].shape[1] if out.lengths is None else int(out.lengths[0])
+    stacked = torch.stack([out.hidden_states[k][0, :frames] for k in layers], dim=1)  # (T', K, D)
     return stacked.flatten(1).float().cpu()
 
 
@@ -58,14 +60,14 @@ def chunked_frames(
     hop: int,
     chunk_seconds: float = CHUNK_SECONDS,
     context_seconds: float = CONTEXT_SECONDS,
+    max_samples: int | None = None,
 ) -> Tensor:
     """fn((S',) segment) -> (T', D) frames; returns (T, D) of the whole `wave` (S,), framed in chunks of
-    `chunk_seconds` with `context_seconds` on each side (see `frames_in_chunks`)."""
-    return frames_in_chunks(
-        fn,
-        wave,
-        window=window,
-        hop=hop,
-        chunk_samples=round(chunk_seconds * SAMPLE_RATE),
-        context_samples=round(context_seconds * SAMPLE_RATE),
-    )
+    `chunk_seconds` with `context_seconds` on each side (see `frames_in_chunks`), chunks shortened so that one
+    with its context fits `max_samples` (an encoder's longest input: Whisper's 30 s window)."""
+    chunk, context = round(chunk_seconds * SAMPLE_RATE), round(context_seconds * SAMPLE_RATE)
+    if max_samples is not None and wave.shape[-1] > max_samples:  # shorter audio is one segment anyway
+        if max_samples <= 2 * context + window:
+            raise ValueError(f"an encoder taking {max_samples} samples leaves no room for {context} of context")
+        chunk = min(chunk, (max_samples - 2 * context - window) // hop * hop)
+    return frames_in_chunks(fn, wave, window=window, hop=hop, chunk_samples=chunk, context_samples=context)

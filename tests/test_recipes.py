@@ -19,7 +19,7 @@ def test_recipe_resolves(recipe):
         cfg = load_config(recipe, schema=IterateConfig)
         assert len(cfg.iterations) >= 1
         pretrain = from_dict(cfg.pretrain)
-        assert pretrain.model.family in ("hubert", "wavlm")
+        assert pretrain.model.family in ("hubert", "wavlm", "whisper")
         family_config(pretrain.model)
     else:
         cfg = load_config(recipe)

@@ -33,9 +33,9 @@ class FeatureSource:
     name: str  # "mfcc" or the checkpoint path
     layer: int | None = None
 
-    def load(self, device: torch.device):  # noqa: ANN201 - returns (fn, rate, window, hop)
+    def load(self, device: torch.device):  # noqa: ANN201 - returns (fn, rate, window, hop, longest input)
         if self.name == "mfcc":
-            return mfcc_features, KALDI_RATE, KALDI_WINDOW, KALDI_HOP
+            return mfcc_features, KALDI_RATE, KALDI_WINDOW, KALDI_HOP, None
 
         encoder = load_encoder(self.name).to(device)
         if self.layer is None or not 0 <= self.layer <= encoder.cfg.num_layers:
@@ -45,7 +45,7 @@ class FeatureSource:
         def encode(wave: torch.Tensor) -> torch.Tensor:
             return encoder_layer_frames(encoder, wave, layers, device)
 
-        return encode, SAMPLE_RATE / encoder.hop, encoder.window, encoder.hop
+        return encode, SAMPLE_RATE / encoder.hop, encoder.window, encoder.hop, encoder.max_samples
 
 
 def shard_rows(num_rows: int, shard: int, num_shards: int) -> tuple[int, int]:
@@ -107,7 +107,7 @@ def dump_features(
     """Compute one shard's features and write them; returns the shard's JSON path."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    fn, rate, window, hop = source.load(torch.device(device))
+    fn, rate, window, hop, max_samples = source.load(torch.device(device))
     first, last = shard_rows(len(manifest), shard, num_shards)
     stem = out_dir / shard_name(shard, num_shards)
     tmp = stem.with_suffix(".f32.tmp")
@@ -115,7 +115,7 @@ def dump_features(
     with open(tmp, "wb") as f:
         for row in tqdm(range(first, last), disable=not progress, desc=f"features {shard}/{num_shards}", unit="utt"):
             wave = load_audio(manifest.audio_path(row))
-            feats = chunked_frames(fn, wave, window=window, hop=hop).numpy().astype(np.float32)
+            feats = chunked_frames(fn, wave, window=window, hop=hop, max_samples=max_samples).numpy().astype(np.float32)
             if not np.isfinite(feats).all():
                 raise ValueError(f"{manifest.audio_path(row)}: features from {source.name} hold NaN/Inf")
             dim = feats.shape[1]

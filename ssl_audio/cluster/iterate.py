@@ -37,7 +37,8 @@ from ssl_audio.cluster.quality import quality_against_alignments
 from ssl_audio.configs import save_config
 from ssl_audio.data.labels import load_labels, manifest_hash
 from ssl_audio.data.manifest import Manifest, has_split, load_manifest, load_split
-from ssl_audio.models.registry import family_config
+from ssl_audio.models.hubert import HubertConfig
+from ssl_audio.models.registry import FAMILIES, family_config
 from ssl_audio.train.checkpoint import find_resume, read_meta
 from ssl_audio.train.config import Config, from_dict
 from ssl_audio.train.loop import train
@@ -63,7 +64,7 @@ class IterationConfig:
 class IterateConfig:
     run_dir: str = "checkpoints/hubert_iterate"
     seed: int = 0
-    pretrain: dict[str, Any] = field(default_factory=dict)  # a pretraining recipe (family hubert or wavlm)
+    pretrain: dict[str, Any] = field(default_factory=dict)  # a pretraining recipe (family hubert, wavlm or whisper)
     iterations: tuple[IterationConfig, ...] = (
         IterationConfig(),
         IterationConfig(source="previous", layer=6, k=500),
@@ -197,8 +198,9 @@ def run_iterations(cfg: IterateConfig, *, progress: bool = True) -> list[dict]:
     On many processes, process 0's summaries hold the cluster quality; the others' do not."""
     run_dir = Path(cfg.run_dir)
     base = from_dict(cfg.pretrain)
-    if base.model.family not in ("hubert", "wavlm"):
-        raise ValueError(f"pretrain.model.family must be hubert or wavlm, got {base.model.family}")
+    if FAMILIES[base.model.family].config_class is not HubertConfig:  # hubert, wavlm, whisper: k-means targets
+        labelled = sorted(name for name, family in FAMILIES.items() if family.config_class is HubertConfig)
+        raise ValueError(f"pretrain.model.family must be one of {labelled}, got {base.model.family}")
     procs = join_processes(cpu=base.train.cpu, wait_minutes=cfg.wait_minutes)
     splits: dict[str, Manifest] = {"train": load_manifest(Path(base.data.manifest_dir) / "train.tsv")}
     if has_split(base.data.manifest_dir, "valid"):

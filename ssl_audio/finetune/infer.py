@@ -31,6 +31,7 @@ def load_finetuned(step_dir: str | Path) -> FineTune:
 @torch.no_grad()
 def encoded_frames(model: FineTune, wave: Tensor) -> Tensor:
     """(S,) -> (T, D) encoder output of the whole file, chunked and stitched."""
+
     def encode(segment: Tensor) -> Tensor:
         out, _, _ = model.encode(segment[None], None)
         return out[0]

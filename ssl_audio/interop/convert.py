@@ -22,6 +22,7 @@ from ssl_audio.interop.fairseq import read_fairseq_checkpoint
 from ssl_audio.interop.fairseq_ctc import DICT_NAME, imported_ctc, is_fine_tuned
 from ssl_audio.interop.hf import read_hf, write_hf
 from ssl_audio.interop.hf_ctc import VOCAB_FILE, is_ctc_folder, read_hf_ctc, write_hf_ctc
+from ssl_audio.interop.hf_whisper import is_whisper_folder, read_hf_whisper, write_hf_whisper
 from ssl_audio.interop.imported import Imported, complete_state, expected_state, resolve_config
 from ssl_audio.interop.torchaudio import read_torchaudio
 from ssl_audio.models.loading import check_compatible, model_section
@@ -102,6 +103,8 @@ def read(
             return replace(trunk, notes=trunk.notes + (f"no {DICT_NAME} next to {src} (--dict): CTC head left out",))
         return trunk
     if source == "hf":
+        if is_whisper_folder(src):
+            return read_hf_whisper(src)
         if is_ctc_folder(src) and (src / VOCAB_FILE).is_file():
             return read_hf_ctc(src)
         trunk = read_hf(src)
@@ -152,6 +155,8 @@ def convert(
         shutil.rmtree(tmp)
     if imported.family == "finetune":
         dropped = write_hf_ctc(imported, state, tmp)
+    elif imported.family == "whisper":
+        dropped = write_hf_whisper(imported.config, state, tmp)
     else:
         dropped = write_hf(imported.family, imported.config, state, tmp, fresh=fresh)
     if dst.exists():

@@ -25,7 +25,7 @@ INIT_SEED = 0  # fresh parts are drawn from this seed, so a conversion is reprod
 
 @dataclass(frozen=True, kw_only=True)
 class Imported:
-    family: str  # wav2vec2, hubert or wavlm
+    family: str  # wav2vec2, hubert, wavlm or whisper
     config: Wav2Vec2Config | HubertConfig
     state: dict[str, Tensor]  # our key names; may lack OPTIONAL_PARTS
     source: str  # the file or folder it was read from

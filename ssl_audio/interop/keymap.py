@@ -72,6 +72,28 @@ TRANSFORMERS_NAMES = EncoderNames(
 )
 
 
+# transformers' WhisperEncoder (under "encoder." of WhisperModel, "model.encoder." of *ForConditionalGeneration):
+# no conv stack, feature projection, positional conv or relative bias (those rows match none of our keys); the
+# stem's two convolutions are `whisper_stem_table`'s rows.
+WHISPER_NAMES = EncoderNames(
+    extractor="-", conv="-", conv_norm="-", projection_norm="-", projection="-", positional_conv="-",
+    relative_bias="-", gate="-", gate_scale="-",
+    transformer="",
+    final_norm="layer_norm.",
+    layer="layers.{i}.",
+    attention_norm="self_attn_layer_norm.",
+    ffn_norm="final_layer_norm.",
+    fc1="fc1.",
+    fc2="fc2.",
+    qkv=("self_attn.q_proj.", "self_attn.k_proj.", "self_attn.v_proj."),
+    attention_out="self_attn.out_proj.",
+)  # fmt: skip
+
+
+def whisper_stem_table(*, ours: str = "encoder.", theirs: str = "") -> KeyTable:
+    return [(f"{ours}extractor.stem.{conv}.", f"{theirs}{conv}.") for conv in ("conv1", "conv2")]
+
+
 def encoder_table(names: EncoderNames, *, ours: str = "encoder.", theirs: str = "") -> KeyTable:
     """Rows for our encoder's keys (under `ours`: "encoder." in a family model, "" in a bare Encoder) to a
     format's (under `theirs`, e.g. the "wav2vec2." of a transformers *For* model)."""

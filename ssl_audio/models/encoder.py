@@ -6,6 +6,7 @@ Shapes: B batch, S samples, T frames, C front-end channels, D model width.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -15,6 +16,7 @@ from ssl_audio.nn.attention import RelativePositionBias, SelfAttention
 from ssl_audio.nn.conv_extractor import ConvFrontendConfig, FeatureProjection, padding_mask, scale_grad
 from ssl_audio.nn.frontend import Frontend
 from ssl_audio.nn.frontends import FrontendConfig, build_frontend
+from ssl_audio.nn.positions import SinusoidalPositions
 from ssl_audio.nn.transformer import ConvPositionalEmbedding, EncoderLayer, FeedForward, TransformerEncoder
 
 
@@ -28,6 +30,12 @@ class EncoderConfig:
     num_heads: int = 12
     ffn_dim: int = 3072
     pre_ln: bool = False  # fairseq's layer_norm_first: BASE False, LARGE True
+    positions: Literal["conv", "sinusoidal"] = "conv"  # conv: wav2vec 2.0's embedding; sinusoidal: Whisper's table
+    max_positions: int = 1500  # rows of the sinusoidal table (Whisper: 30 s at 50 Hz)
+    # False: the front-end's channels are the model width and feed the transformer as they are (Whisper has no
+    # LayerNorm + Linear between its stem and its layers); True: wav2vec 2.0's feature projection
+    feature_projection: bool = True
+    attend_padding: bool = False  # Whisper's "pad" clips: attention sees the 30 s window's padding, as trained
     pos_conv_kernel: int = 128
     pos_conv_groups: int = 16
     relative_bias: bool = False  # WavLM's gated relative position bias
@@ -41,7 +49,17 @@ class EncoderConfig:
 
     def __post_init__(self) -> None:
         require_count(self, "dim", "num_layers", "num_heads", "ffn_dim", "pos_conv_kernel")
-        require_count(self, "pos_conv_groups", "num_buckets", "max_distance")
+        require_count(self, "pos_conv_groups", "num_buckets", "max_distance", "max_positions")
+        if self.positions not in ("conv", "sinusoidal"):
+            fail(self, "positions", f"must be 'conv' or 'sinusoidal', got {self.positions!r}")
+        frames = getattr(self.frontend, "max_frames", None)  # the longest input's frames, where the front-end caps it
+        if self.positions == "sinusoidal" and frames is not None and frames > self.max_positions:
+            fail(self, "max_positions", f"must cover the front-end's {frames} frames, got {self.max_positions}")
+        if getattr(self.frontend, "clip", None) == "trim" and self.attend_padding:  # batches pad to their longest
+            fail(self, "attend_padding", "must be false with frontend.clip 'trim': the batch padding is not Whisper's")
+        if not self.feature_projection and self.frontend.out_channels != self.dim:
+            channels = self.frontend.out_channels
+            fail(self, "feature_projection", f"False needs front-end channels {channels} = dim {self.dim}")
         for name in ("num_heads", "pos_conv_groups"):  # attention heads and conv groups split the width evenly
             if self.dim % getattr(self, name):
                 fail(self, name, f"must divide dim {self.dim}, got {getattr(self, name)}")
@@ -73,10 +91,16 @@ def build_transformer(cfg: EncoderConfig) -> TransformerEncoder:
         )
         for _ in range(cfg.num_layers)
     ]
+    positional = (
+        SinusoidalPositions(cfg.dim, cfg.max_positions)
+        if cfg.positions == "sinusoidal"
+        else ConvPositionalEmbedding(cfg.dim, cfg.pos_conv_kernel, cfg.pos_conv_groups)
+    )
     return TransformerEncoder(
         layers,
-        ConvPositionalEmbedding(cfg.dim, cfg.pos_conv_kernel, cfg.pos_conv_groups),
+        positional,
         pre_ln=cfg.pre_ln,
+        attend_padding=cfg.attend_padding,
         dropout=cfg.dropout,
         layerdrop=cfg.layerdrop,
         relative_bias=RelativePositionBias(cfg.num_heads, cfg.num_buckets, cfg.max_distance)
@@ -96,6 +120,19 @@ class Extracted:
     padding_mask: Tensor | None  # (B, T) True at padded frames
 
 
+class DirectFeatures(nn.Module):
+    """In place of FeatureProjection when the front-end already yields the model width (Whisper's stem): no
+    norm, no linear map, only the projection dropout."""
+
+    def __init__(self, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.norm = nn.Identity()
+        self.dropout = nn.Dropout(dropout)
+
+    def project(self, normed: Tensor) -> Tensor:
+        return self.dropout(normed)
+
+
 class Encoder(nn.Module):
     """Front-end + feature projection + transformer: no masking, no heads.
 
@@ -113,7 +150,11 @@ class Encoder(nn.Module):
                 f"front-end {type(self.extractor).__name__} frames with hop {self.extractor.hop}, window "
                 f"{self.extractor.window}; the config says hop {cfg.frontend.hop}, window {cfg.frontend.window}"
             )
-        self.projection = FeatureProjection(self.extractor.out_channels, cfg.dim, cfg.projection_dropout)
+        self.projection = (
+            FeatureProjection(self.extractor.out_channels, cfg.dim, cfg.projection_dropout)
+            if cfg.feature_projection
+            else DirectFeatures(cfg.projection_dropout)
+        )
         self.transformer = build_transformer(cfg)
 
     @property
@@ -134,6 +175,11 @@ class Encoder(nn.Module):
     def min_samples(self) -> int:
         """The shortest input that yields a frame."""
         return self.extractor.min_samples
+
+    @property
+    def max_samples(self) -> int | None:
+        """The longest input it takes (None: any)."""
+        return self.extractor.max_samples
 
     def extract(self, wave: Tensor, lengths: Tensor | None = None, *, grad_mult: float = 1.0) -> Extracted:
         """Front-end features, their penalty and projection. `grad_mult` scales the front-end's gradient

@@ -32,9 +32,10 @@ def transformer_flops(cfg: EncoderConfig, frames: int) -> float:
     """Feature projection, positional convolution and every layer on one utterance of `frames`."""
     dim, t = cfg.dim, frames
     channels = cfg.frontend.out_channels
-    flops = 2.0 * channels * dim * t  # feature projection
-    pos_frames = t + 2 * (cfg.pos_conv_kernel // 2) - cfg.pos_conv_kernel + 1  # an even kernel gives one extra
-    flops += 2.0 * dim * (dim // cfg.pos_conv_groups) * cfg.pos_conv_kernel * pos_frames
+    flops = 2.0 * channels * dim * t if cfg.feature_projection else 0.0  # feature projection (none in Whisper)
+    if cfg.positions == "conv":  # Whisper's sinusoids are a table: no products
+        pos_frames = t + 2 * (cfg.pos_conv_kernel // 2) - cfg.pos_conv_kernel + 1  # an even kernel gives one extra
+        flops += 2.0 * dim * (dim // cfg.pos_conv_groups) * cfg.pos_conv_kernel * pos_frames
     per_layer = 2.0 * t * (4 * dim * dim + 2 * dim * cfg.ffn_dim)  # QKV, output, two FFN matrices
     per_layer += 4.0 * t * t * dim  # scores Q K^T and the weighted sum of V, over all heads
     if cfg.relative_bias:  # WavLM's gate: a (D/H -> 8) linear per head and frame

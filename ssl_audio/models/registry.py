@@ -14,7 +14,7 @@ from typing import Any, Literal, Protocol
 from torch import Tensor, nn
 
 from ssl_audio.configs import from_dict, to_dict
-from ssl_audio.models import bestrq, finetune, hubert, wav2vec2, wavlm
+from ssl_audio.models import bestrq, finetune, hubert, wav2vec2, wavlm, whisper
 from ssl_audio.models.migrate import migrate_model_config
 
 
@@ -22,8 +22,8 @@ from ssl_audio.models.migrate import migrate_model_config
 class ModelConfig:
     """Which family, which preset, and overrides of the preset's fields (checked against the family's config)."""
 
-    family: Literal["wav2vec2", "hubert", "wavlm", "bestrq", "finetune"] = "wav2vec2"
-    preset: str = "base"  # a preset function of the family: base, large, tiny (wavlm: base_plus too)
+    family: Literal["wav2vec2", "hubert", "wavlm", "bestrq", "finetune", "whisper"] = "wav2vec2"
+    preset: str = "base"  # a preset function of the family: base, large, tiny (wavlm: base_plus; whisper: small ...)
     config: dict[str, Any] = field(default_factory=dict)  # e.g. {masking: {mask_prob: 0.5}, num_classes: [100]}
 
 
@@ -173,6 +173,7 @@ FAMILIES: dict[str, Family] = {
             "tiny": wavlm.wavlm_tiny,
         },
     ),
+    "whisper": _hubert_like("whisper", whisper.PRESETS),  # HuBERT's objective on Whisper's encoder
     "bestrq": Family(
         config_class=bestrq.BestRqConfig,
         presets={"base": bestrq.bestrq_base, "tiny": bestrq.bestrq_tiny},

@@ -35,6 +35,11 @@ class Frontend(nn.Module):
         """The shortest input that yields one frame."""
         return self.window
 
+    @property
+    def max_samples(self) -> int | None:
+        """The longest input it takes (None: any; Whisper's: its 30 s window). Long audio is chunked to fit."""
+        return None
+
     def output_lengths(self, lengths: Tensor) -> Tensor:
         """Frames each input length yields, never negative."""
         raise NotImplementedError

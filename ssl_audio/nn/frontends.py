@@ -12,14 +12,16 @@ from ssl_audio.nn.conv_extractor import ConvFeatureExtractor, ConvFrontendConfig
 from ssl_audio.nn.frontend import Frontend
 from ssl_audio.nn.logmel_frontend import LogMelFrontend, LogMelFrontendConfig
 from ssl_audio.nn.patch_frontend import PatchFrontend, PatchFrontendConfig
+from ssl_audio.nn.whisper_frontend import WhisperFrontend, WhisperFrontendConfig
 
 # The first member is the default kind (a config section without `kind` is the waveform conv stack).
-FrontendConfig = ConvFrontendConfig | LogMelFrontendConfig | PatchFrontendConfig
+FrontendConfig = ConvFrontendConfig | LogMelFrontendConfig | PatchFrontendConfig | WhisperFrontendConfig
 
 BUILDERS: dict[type, Callable[..., Frontend]] = {
     ConvFrontendConfig: ConvFeatureExtractor.from_config,
     LogMelFrontendConfig: LogMelFrontend.from_config,
     PatchFrontendConfig: PatchFrontend.from_config,
+    WhisperFrontendConfig: WhisperFrontend.from_config,
 }
 
 

@@ -1,5 +1,5 @@
-"""The transformer encoder: convolutional positional embedding, post-LN (BASE) or pre-LN (LARGE) layers,
-layerdrop, key padding masks, optional WavLM gated relative position bias.
+"""The transformer encoder: convolutional positional embedding (or Whisper's sinusoids), post-LN (BASE) or pre-LN
+(LARGE) layers, layerdrop, key padding masks, optional WavLM gated relative position bias.
 
 Shapes: B batch, T frames, D model width, H heads.
 """
@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from ssl_audio.nn.attention import RelativePositionBias, SelfAttention
+from ssl_audio.nn.positions import SinusoidalPositions
 
 
 class ConvPositionalEmbedding(nn.Module):
@@ -80,18 +81,20 @@ class TransformerEncoder(nn.Module):
     def __init__(
         self,
         layers: list[EncoderLayer],
-        positional: ConvPositionalEmbedding,
+        positional: ConvPositionalEmbedding | SinusoidalPositions,
         *,
         pre_ln: bool,
         dropout: float = 0.0,
         layerdrop: float = 0.0,
         relative_bias: RelativePositionBias | None = None,
+        attend_padding: bool = False,
     ) -> None:
         super().__init__()
         self.layers = nn.ModuleList(layers)
         self.positional = positional
         self.norm = nn.LayerNorm(layers[0].attention.out.out_features)
         self.pre_ln, self.layerdrop = pre_ln, layerdrop
+        self.attend_padding = attend_padding  # Whisper: attention sees its 30 s window's padding, as trained
         self.dropout = nn.Dropout(dropout)
         self.relative_bias = relative_bias
         for module in [*self.layers.modules(), *(relative_bias.modules() if relative_bias is not None else [])]:
@@ -122,6 +125,8 @@ class TransformerEncoder(nn.Module):
         gradients (fine-tuning only the top layers: no activations kept, no backward through the bottom)."""
         if num_layers is not None and not 0 <= num_layers <= len(self.layers):
             raise ValueError(f"num_layers must be in [0, {len(self.layers)}], got {num_layers}")
+        if self.attend_padding:
+            key_padding = None
         if not 0 <= frozen_layers <= len(self.layers):
             raise ValueError(f"frozen_layers must be in [0, {len(self.layers)}], got {frozen_layers}")
         outer = torch.is_grad_enabled()

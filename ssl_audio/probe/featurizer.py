@@ -70,6 +70,7 @@ class Featurizer:
     hop: int  # samples between frames
     module: nn.Module | None = None  # the frozen encoder (None for MFCC / log-mel)
     chunk_seconds: float = CHUNK_SECONDS
+    max_samples: int | None = None  # the encoder's longest input (Whisper: 30 s): chunks shrink to fit
     context_seconds: float = CONTEXT_SECONDS
 
     @property
@@ -104,6 +105,7 @@ class Featurizer:
             hop=self.hop,
             chunk_seconds=self.chunk_seconds,
             context_seconds=self.context_seconds,
+            max_samples=self.max_samples,
         )  # (T, K' * D)
         return rearrange(frames, "t (k d) -> k t d", k=len(layers))
 
@@ -124,6 +126,7 @@ def encoder_featurizer(encoder: Encoder, *, name: str, ident: str, device: str |
         dim=encoder.cfg.dim,
         window=encoder.window,
         hop=encoder.hop,
+        max_samples=encoder.max_samples,
         module=encoder,
     )
 

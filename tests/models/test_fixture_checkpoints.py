@@ -39,7 +39,9 @@ def _with_frontend_section(config: dict) -> dict:
     frontend = {"kind": "conv", "layers": encoder.pop("conv_layers"), "mode": encoder.pop("extractor_mode"),
                 "bias": encoder.pop("conv_bias")}  # fmt: skip
     added = {"label_window": 400} if "label_rate" in config else {}
-    return {**config, **added, "encoder": {**encoder, "frontend": frontend}}
+    # encoder fields added since, at the defaults that build the recorded model (conv positions, feature projection)
+    encoder_added = {"positions": "conv", "max_positions": 1500, "feature_projection": True, "attend_padding": False}
+    return {**config, **added, "encoder": {**encoder, "frontend": frontend, **encoder_added}}
 
 
 @pytest.mark.parametrize("family", FIXTURE_FAMILIES)
