@@ -127,7 +127,7 @@ def _run_training(cfg, args: argparse.Namespace, name: str) -> int:  # noqa: ANN
 def _use_finetuned(args: argparse.Namespace) -> None:
     from ssl_audio.finetune.infer import run_files
 
-    for path, text in run_files(args.step_dir, args.files, task=args.command):
+    for path, text in run_files(args.step_dir, args.files, task=args.command, beam=getattr(args, "beam", 1)):
         print(f"{path}\t{text}")
 
 
@@ -361,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser(
         "finetune",
-        help="fine-tune a checkpoint with a CTC or classification head from a recipe",
+        help="fine-tune a checkpoint with a CTC, seq2seq or classification head from a recipe",
         description="Same loop as pretrain (exact resume, atomic checkpoints, many GPUs via accelerate launch). "
         "Writes data.manifest_dir/{train,valid}.tsv from finetune.train / finetune.valid when absent.",
     )
@@ -372,10 +372,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.intermixed = True
     p.set_defaults(func=_finetune)
 
-    for name, what in (("transcribe", "print the greedy CTC transcript"), ("classify", "print the class")):
+    for name, what in (("transcribe", "print the transcript (CTC or seq2seq head)"), ("classify", "print the class")):
         p = commands.add_parser(name, help=f"{what} of audio files with a fine-tuned step folder")
         p.add_argument("step_dir", metavar="STEP_DIR", help="a step folder of `ssl-audio finetune`")
         p.add_argument("files", nargs="+", metavar="AUDIO", help="audio files of any length (chunked over 30 s)")
+        if name == "transcribe":
+            p.add_argument(
+                "--beam",
+                type=int,
+                default=1,
+                metavar="N",
+                help="beam width: 1 greedy (default); CTC prefix beam, or seq2seq attention beam with joint CTC "
+                "scoring at the model's decode.ctc_weight",
+            )
         p.set_defaults(func=_use_finetuned)
 
     p = commands.add_parser("dump-features", help="MFCC or layer-L features of a manifest, for k-means (sharded)")

@@ -1,4 +1,4 @@
-"""Using a fine-tuned step folder: transcribe (greedy CTC) or classify audio files of any length.
+"""Using a fine-tuned step folder: transcribe (CTC or seq2seq; greedy or beam) or classify audio files of any length.
 
 Long audio goes through the chunk + overlap stitching of models/chunked.py (30 s chunks, 2 s of context each
 side): every frame of the encoder output comes from a chunk where it has context, so the frames, and the text,
@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from ssl_audio.audio import load_audio
 from ssl_audio.features import chunked_frames
-from ssl_audio.models.ctc import greedy_ids, ids_to_text
+from ssl_audio.models.ctc import ids_to_text
 from ssl_audio.models.finetune import FineTune
 from ssl_audio.models.loading import load_model
 
@@ -40,11 +40,11 @@ def encoded_frames(model: FineTune, wave: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def transcribe_wave(model: FineTune, wave: Tensor) -> str:
-    frames = encoded_frames(model, wave)  # (T, D)
-    logits = model.head(frames[None])  # (1, T, V)
-    ids = greedy_ids(logits, torch.tensor([logits.shape[1]]))[0]
-    return ids_to_text(ids, model.cfg.vocab)
+def transcribe_wave(model: FineTune, wave: Tensor, *, beam: int = 1) -> str:
+    """beam 1: greedy (CTC best path, or greedy attention for seq2seq); more: beam search of that width."""
+    frames = encoded_frames(model, wave)[None]  # (1, T, D)
+    ids = model.transcribe_ids(frames, torch.tensor([frames.shape[1]]), beam=beam)[0]
+    return ids_to_text(ids, model.cfg.vocab, group_tokens=False)  # the decoders already collapsed repeats
 
 
 @torch.no_grad()
@@ -61,15 +61,15 @@ def classify_wave(model: FineTune, wave: Tensor) -> list[tuple[str, float]]:
     return [(names[best], float(probs[best]))]
 
 
-def run_files(step_dir: str | Path, files: Sequence[str], *, task: str) -> Iterator[tuple[str, str]]:
+def run_files(step_dir: str | Path, files: Sequence[str], *, task: str, beam: int = 1) -> Iterator[tuple[str, str]]:
     """(file, printed result) for each file, with a progress bar over the files."""
     model = load_finetuned(step_dir)
-    command = {"ctc": "transcribe", "classify": "classify"}[model.cfg.head]
+    command = {"ctc": "transcribe", "seq2seq": "transcribe", "classify": "classify"}[model.cfg.head]
     if command != task:
         raise ValueError(f"{step_dir}: a {model.cfg.head} model; use `ssl-audio {command}`")
     for path in tqdm(files, desc=task, unit="file", disable=len(files) < 2):
         wave = load_audio(path)
         if task == "transcribe":
-            yield path, transcribe_wave(model, wave)
+            yield path, transcribe_wave(model, wave, beam=beam)
         else:
             yield path, " ".join(f"{name} ({p:.3f})" for name, p in classify_wave(model, wave))

@@ -12,9 +12,8 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from ssl_audio.models.ctc import WORD_DELIMITER
+from ssl_audio.models.ctc import BOS, EOS, PAD, UNK, WORD_DELIMITER
 
-PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
 SPECIAL = (PAD, BOS, EOS, UNK)
 
 

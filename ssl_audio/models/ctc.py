@@ -1,4 +1,5 @@
-"""CTC pieces the fine-tuning model needs: the loss in fp32, feasibility of a target, greedy decoding, edit counts.
+"""CTC pieces the fine-tuning model needs: the loss in fp32, feasibility of a target, ids to text, edit counts
+(decoding: ctc_decoding.py).
 
 Shapes: B batch, T frames, V vocabulary (id 0 = blank), L target tokens.
 """
@@ -11,6 +12,8 @@ from torchaudio.functional import edit_distance
 
 BLANK = 0  # transformers' Wav2Vec2CTCTokenizer: "<pad>" is id 0 and doubles as the CTC blank
 WORD_DELIMITER = "|"  # transformers' word_delimiter_token: a space in the transcript
+# transformers' Wav2Vec2CTCTokenizer layout (finetune/vocab.py), ids 0-3; the seq2seq decoder runs from <s> to </s>
+PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
 
 
 def target_lengths(targets: Tensor, pad: int) -> Tensor:
@@ -43,20 +46,19 @@ def ctc_loss_sum(logits: Tensor, frame_lengths: Tensor, targets: Tensor, lengths
         )
 
 
-def greedy_ids(logits: Tensor, frame_lengths: Tensor) -> list[list[int]]:
-    """Best path: argmax per frame, repeats merged, blanks dropped; one id list per row."""
-    best = logits.argmax(dim=-1).cpu()  # (B, T)
-    out = []
-    for row, n in zip(best, frame_lengths.cpu().tolist()):
-        ids = torch.unique_consecutive(row[:n]).tolist()
-        out.append([i for i in ids if i != BLANK])
-    return out
-
-
-def ids_to_text(ids: list[int], vocab: tuple[str, ...]) -> str:
-    """Token ids -> text: the word delimiter becomes a space, special tokens (<...>) are dropped."""
-    pieces = [vocab[i] for i in ids if 0 <= i < len(vocab) and not vocab[i].startswith("<")]
-    return " ".join("".join(pieces).replace(WORD_DELIMITER, " ").split())
+def ids_to_text(ids: list[int], vocab: tuple[str, ...], *, group_tokens: bool = True) -> str:
+    """Token ids -> text exactly as transformers' Wav2Vec2CTCTokenizer.decode (its defaults): repeated tokens
+    grouped (group_tokens; pass False for ids a decoder already collapsed, or for references), the pad/blank
+    (id 0) dropped, the word delimiter a space, the ends stripped. Other specials (<unk>, <s>) stay as text, and
+    "| <pad> |" is two spaces: the pipeline prints the same."""
+    for i in ids:
+        if not 0 <= i < len(vocab):
+            raise ValueError(f"token id {i} is outside the vocabulary of {len(vocab)}")
+    tokens = [vocab[i] for i in ids]
+    if group_tokens:
+        tokens = [token for k, token in enumerate(tokens) if k == 0 or token != tokens[k - 1]]
+    pad = vocab[BLANK]
+    return "".join(" " if t == WORD_DELIMITER else t for t in tokens if t != pad).strip()
 
 
 def edit_counts(refs: list[str], hyps: list[str]) -> dict[str, float]:

@@ -6,7 +6,11 @@ one just gets no gradient (AdamW then leaves it, and its moments, untouched), an
 
   head ctc       per-frame logits over `vocab` (id 0 = blank/pad, "|" = word delimiter), CTC loss per sentence
   head classify  pooled utterance logits over `vocab` (class names): cross-entropy, or BCE when multilabel
-  head seq2seq   not built here: ssl_audio/finetune/seq2seq.py (the decoder) hooks in as a third head kind
+  head seq2seq   the CTC head plus a transformer decoder (models/seq2seq.py) attending to the encoder, trained on
+                 λ·CTC + (1 − λ)·attention (hybrid CTC/attention, λ = ctc_weight); the vocabulary's <s> starts and
+                 its </s> ends the decoder's output
+Validation decodes (CER/WER): greedy, or a beam of decode.beam (CTC prefix beam; seq2seq: attention beam with
+joint CTC scoring at decode.ctc_weight).
 
 Shapes: B batch, S samples, T frames, D model width, V vocabulary or classes, L target tokens.
 """
@@ -23,22 +27,54 @@ from torch import Tensor, nn
 from ssl_audio.checks import fail, require_count, require_non_negative, require_probability
 from ssl_audio.models.ctc import (
     BLANK,
+    BOS,
+    EOS,
     ctc_loss_sum,
     edit_counts,
     frames_needed,
-    greedy_ids,
     ids_to_text,
     target_lengths,
 )
+from ssl_audio.models.ctc_decoding import best_tokens, ctc_beam_search_batch, ctc_greedy_batch
 from ssl_audio.models.encoder import Encoder, EncoderConfig
 from ssl_audio.models.finetune_heads import ClassifyHead, CTCHead
 from ssl_audio.models.output import Output
+from ssl_audio.models.seq2seq import Seq2SeqConfig, Seq2SeqDecoder, decoder_targets, hybrid_loss
+from ssl_audio.models.seq2seq_search import beam_search_batch, greedy_search
 from ssl_audio.models.step_context import EVAL, StepContext
 from ssl_audio.models.wav2vec2 import tiny_encoder
 from ssl_audio.nn.masking import MaskingConfig, SpanMasker
 
 LABEL_PAD = -100  # past the end of a target row (data/collate.py's padding value for labels)
-HEAD_KINDS = ("ctc", "classify")  # "seq2seq": ssl_audio/finetune/seq2seq.py's decoder, not yet wired in
+HEAD_KINDS = ("ctc", "classify", "seq2seq")
+TRANSCRIBING = ("ctc", "seq2seq")  # heads that output text
+
+
+@dataclass(frozen=True, kw_only=True)
+class DecoderConfig:
+    """The seq2seq head's decoder (models/seq2seq.Seq2SeqConfig less what the vocabulary and the encoder give);
+    defaults: ESPnet's librispeech_100 conformer recipe."""
+
+    dim: int = 256
+    layers: int = 6
+    heads: int = 4
+    ffn: int = 2048
+    dropout: float = 0.1
+    positions: Literal["sinusoidal", "learned"] = "sinusoidal"
+    max_positions: int = 512
+    label_smoothing: float = 0.1
+
+
+@dataclass(frozen=True, kw_only=True)
+class DecodeConfig:
+    """Validation decoding (and `ssl-audio transcribe`'s default)."""
+
+    beam: int = 1  # 1: greedy (CTC best path; seq2seq greedy attention); more: beam search of this width
+    ctc_weight: float = 0.3  # seq2seq beam: λ of λ·CTC-prefix + (1 − λ)·attention (ESPnet decode_asr.yaml 0.3)
+
+    def __post_init__(self) -> None:
+        require_count(self, "beam", minimum=1)
+        require_probability(self, "ctc_weight")
 
 
 def finetune_encoder(**changes: object) -> EncoderConfig:
@@ -62,7 +98,7 @@ class FineTuneConfig:
     masking: MaskingConfig = field(
         default_factory=lambda: MaskingConfig(mask_prob=0.65, mask_length=10, channel_prob=0.25, channel_length=64)
     )
-    head: Literal["ctc", "classify"] = "ctc"
+    head: Literal["ctc", "classify", "seq2seq"] = "ctc"
     vocab: tuple[str, ...] = ()  # ctc: token of each id (0 = "<pad>", the blank); classify: class names
     pooling: Literal["mean", "attentive"] = "mean"  # classify only
     multilabel: bool = False  # classify: several labels per utterance, BCE over classes
@@ -70,6 +106,9 @@ class FineTuneConfig:
     freeze_frontend: bool = True  # the conv front-end never trains (fairseq feature_grad_mult 0.0)
     freeze_updates: int = 10_000  # the whole encoder frozen for these updates (fairseq freeze_finetune_updates)
     trainable_layers: int | None = None  # only the top k transformer layers train; 0: a frozen probe; None: all
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)  # seq2seq only
+    ctc_weight: float = 0.3  # seq2seq: λ of the training loss λ·CTC + (1 − λ)·attention (ESPnet ctc_weight)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
 
     def __post_init__(self) -> None:
         if self.head not in HEAD_KINDS:
@@ -83,6 +122,30 @@ class FineTuneConfig:
         require_non_negative(self, "trainable_layers")
         if self.trainable_layers is not None and self.trainable_layers > self.encoder.num_layers:
             fail(self, "trainable_layers", f"must be at most encoder.num_layers={self.encoder.num_layers}")
+        require_probability(self, "ctc_weight")
+        if self.head == "seq2seq" and (BOS not in self.vocab or EOS not in self.vocab):
+            fail(self, "vocab", f"needs {BOS!r} and {EOS!r} for the seq2seq decoder (finetune/vocab.py's layout)")
+
+
+def seq2seq_config(cfg: FineTuneConfig) -> Seq2SeqConfig:
+    """The decoder over the fine-tuning vocabulary: blank <pad> (never emitted), starts at <s>, ends at </s>."""
+    d = cfg.decoder
+    return Seq2SeqConfig(
+        vocab_size=len(cfg.vocab),
+        memory_dim=cfg.encoder.dim,
+        dim=d.dim,
+        layers=d.layers,
+        heads=d.heads,
+        ffn=d.ffn,
+        dropout=d.dropout,
+        positions=d.positions,
+        max_positions=d.max_positions,
+        blank_id=BLANK,
+        sos_id=cfg.vocab.index(BOS),
+        eos_id=cfg.vocab.index(EOS),
+        label_smoothing=d.label_smoothing,
+        ctc_weight=cfg.ctc_weight,
+    )
 
 
 def finetune_base() -> FineTuneConfig:
@@ -116,6 +179,13 @@ def frozen_parts(cfg: FineTuneConfig, step: int, training: bool) -> Frozen:
     return Frozen(frontend=cfg.freeze_frontend or layers > 0, layers=layers)
 
 
+def ctc_ids(log_probs: Tensor, frame_lengths: Tensor, beam: int) -> list[list[int]]:
+    """(B, T, V) log-probs -> collapsed label ids per row: best path (beam 1) or CTC prefix beam search."""
+    if beam == 1:
+        return ctc_greedy_batch(log_probs, frame_lengths, blank=BLANK)
+    return best_tokens(ctc_beam_search_batch(log_probs, frame_lengths, beam=beam, blank=BLANK))
+
+
 class FineTune(nn.Module):
     """Encoder + fine-tuning masks + head. forward(wave, lengths, labels, context) -> Output."""
 
@@ -125,10 +195,11 @@ class FineTune(nn.Module):
         self.encoder = Encoder(cfg.encoder)
         self.masker = SpanMasker(cfg.encoder.dim, cfg.masking)
         dim, size = cfg.encoder.dim, len(cfg.vocab)
-        if cfg.head == "ctc":
+        if cfg.head in TRANSCRIBING:
             self.head: nn.Module = CTCHead(dim, size, cfg.head_dropout)
         else:
             self.head = ClassifyHead(dim, size, pooling=cfg.pooling, dropout=cfg.head_dropout)
+        self.decoder = Seq2SeqDecoder(seq2seq_config(cfg)) if cfg.head == "seq2seq" else None
 
     def encode(
         self, wave: Tensor, lengths: Tensor | None, context: StepContext = EVAL
@@ -162,7 +233,87 @@ class FineTune(nn.Module):
         targets = labels[0].to(wave.device)
         if self.cfg.head == "ctc":
             return self._ctc(self.head(encoded), frame_lengths, targets)
+        if self.cfg.head == "seq2seq":
+            return self._seq2seq(encoded, frame_lengths, pad, targets)
         return self._classify(self.head(encoded, pad), targets)
+
+    @torch.no_grad()
+    def transcribe_ids(
+        self, encoded: Tensor, frame_lengths: Tensor, ctc_logits: Tensor | None = None, *, beam: int | None = None
+    ) -> list[list[int]]:
+        """Token ids of each row of the (B, T, D) encoder output (already collapsed: ids_to_text with
+        group_tokens=False). beam None: decode.beam; 1: greedy."""
+        beam = self.cfg.decode.beam if beam is None else beam
+        if beam < 1:
+            raise ValueError(f"beam width must be >= 1, got {beam}")
+        logits = self.head(encoded) if ctc_logits is None else ctc_logits
+        log_probs = torch.log_softmax(logits.float(), dim=-1)
+        if self.decoder is None:
+            return ctc_ids(log_probs, frame_lengths, beam)
+        max_len = int(frame_lengths.max()) if frame_lengths.numel() else 0  # more labels than frames: no CTC path
+        if beam == 1:
+            return greedy_search(self.decoder, encoded, frame_lengths, max_len=max_len)
+        found = beam_search_batch(
+            self.decoder,
+            encoded,
+            frame_lengths,
+            beam=beam,
+            max_len=max_len,
+            ctc_log_probs=log_probs,
+            ctc_weight=self.cfg.decode.ctc_weight,
+            pre_beam=max(beam, round(1.5 * beam)),  # ESPnet's pre_beam_ratio 1.5
+        )
+        return [list(hyps[0].tokens) if hyps else [] for hyps in found]
+
+    def _text_counts(
+        self, hyp_ids: list[list[int]], targets: Tensor, lengths: Tensor, device: torch.device
+    ) -> dict[str, Tensor]:
+        """CER/WER counts of decoded ids against the targets (host syncs: validation only)."""
+        vocab = self.cfg.vocab
+        hyps = [ids_to_text(ids, vocab, group_tokens=False) for ids in hyp_ids]
+        refs = [
+            ids_to_text(row[:n].tolist(), vocab, group_tokens=False)
+            for row, n in zip(targets.cpu(), lengths.cpu().tolist())
+        ]
+        return {k: torch.tensor(float(v), device=device) for k, v in edit_counts(refs, hyps).items()}
+
+    def _seq2seq(self, encoded: Tensor, frame_lengths: Tensor, pad: Tensor | None, targets: Tensor) -> Output:
+        assert self.decoder is not None
+        config = self.decoder.config
+        lengths = target_lengths(targets, LABEL_PAD)
+        labels = targets.clamp(min=0)  # padding -> id 0, never read past each row's length
+        teacher = decoder_targets(labels, lengths, sos=config.sos, eos=config.eos)
+        ctc_logits = self.head(encoded)
+        hybrid = hybrid_loss(
+            ctc_logits,
+            frame_lengths,
+            self.decoder(teacher.inputs, encoded, pad),
+            teacher,
+            labels,
+            lengths,
+            ctc_weight=config.ctc_weight,
+            label_smoothing=config.label_smoothing,
+            blank=BLANK,
+        )
+        rows = targets.shape[0]
+        # hybrid_loss is a mean over utterances; the loop divides the summed loss by sample_size (sentence_avg)
+        loss = hybrid.loss * rows
+        fits = frames_needed(targets, lengths) <= frame_lengths  # the others add 0 to CTC, still train attention
+        with torch.no_grad():
+            frames = torch.arange(ctc_logits.shape[1], device=ctc_logits.device)[None, :] < frame_lengths[:, None]
+            blank_only = ((ctc_logits.argmax(dim=-1) == BLANK) | ~frames).all(dim=1).float().mean()
+        metrics = {
+            "blank_only": blank_only,
+            "skipped_targets": (~fits).sum().float(),
+            "masked_frames": torch.zeros((), device=ctc_logits.device),
+            "accuracy": hybrid.accuracy.detach(),  # teacher-forced next-token accuracy
+        }
+        if not self.training:
+            hyp_ids = self.transcribe_ids(encoded, frame_lengths, ctc_logits)
+            metrics.update(self._text_counts(hyp_ids, targets, lengths, ctc_logits.device))
+        losses = {"ctc": hybrid.ctc.detach() * rows, "attention": hybrid.attention.detach() * rows}
+        sample_size = torch.tensor(rows, device=ctc_logits.device)
+        return Output(loss=loss, sample_size=sample_size, losses=losses, metrics=metrics)
 
     def _ctc(self, logits: Tensor, frame_lengths: Tensor, targets: Tensor) -> Output:
         lengths = target_lengths(targets, LABEL_PAD)
@@ -178,12 +329,9 @@ class FineTune(nn.Module):
             "skipped_targets": (~fits).sum().float(),
             "masked_frames": torch.zeros((), device=logits.device),
         }
-        if not self.training:  # greedy CER/WER counts (host syncs: validation only)
-            vocab = self.cfg.vocab
-            hyps = [ids_to_text(ids, vocab) for ids in greedy_ids(logits, frame_lengths)]
-            refs = [ids_to_text(row[:n].tolist(), vocab) for row, n in zip(targets.cpu(), lengths.cpu().tolist())]
-            counts = edit_counts(refs, hyps)
-            metrics.update({k: torch.tensor(float(v), device=logits.device) for k, v in counts.items()})
+        if not self.training:  # CER/WER counts of decode.beam's output (host syncs: validation only)
+            hyp_ids = ctc_ids(torch.log_softmax(logits.float(), dim=-1), frame_lengths, self.cfg.decode.beam)
+            metrics.update(self._text_counts(hyp_ids, targets, lengths, logits.device))
         return Output(loss=loss, sample_size=fits.sum(), losses={"ctc": loss.detach()}, metrics=metrics)
 
     def _classify(self, logits: Tensor, targets: Tensor) -> Output:
@@ -241,14 +389,14 @@ def summarise(cfg: FineTuneConfig, means: dict[str, float]) -> dict[str, float]:
 
 def best_metric(cfg: FineTuneConfig) -> tuple[str, bool]:
     """The validation metric that picks the best checkpoint, and whether higher is better."""
-    if cfg.head == "ctc":
+    if cfg.head in TRANSCRIBING:
         return "cer", False
     return ("macro_f1", True) if cfg.multilabel else ("accuracy", True)
 
 
 def stuck_warning(cfg: FineTuneConfig, step: int, metrics: dict[str, float], after: int) -> str | None:
     """CTC's usual failure: greedy output still all blank well past the unfreeze point."""
-    if cfg.head != "ctc" or step < max(cfg.freeze_updates, after) or metrics.get("blank_only", 0.0) < 1.0:
+    if cfg.head not in TRANSCRIBING or step < max(cfg.freeze_updates, after) or metrics.get("blank_only", 0.0) < 1.0:
         return None
     return (
         f"update {step}: greedy CTC output is blank-only for every utterance {step - cfg.freeze_updates} updates "

@@ -61,8 +61,8 @@ def head_flops(cfg: HubertConfig | Wav2Vec2Config | BestRqConfig, frames: int, m
     dim = cfg.encoder.dim
     if isinstance(cfg, BestRqConfig):  # a softmax head per codebook on the masked frames
         return 2.0 * masked * dim * cfg.num_codebooks * cfg.codebook_size
-    if isinstance(cfg, FineTuneConfig):  # CTC: logits on every frame; classify: one pooled row (negligible)
-        return 2.0 * frames * dim * len(cfg.vocab) if cfg.head == "ctc" else 0.0
+    if isinstance(cfg, FineTuneConfig):  # CTC/seq2seq: CTC logits on every frame; classify: one row
+        return 2.0 * frames * dim * len(cfg.vocab) if cfg.head != "classify" else 0.0  # seq2seq: decoder not counted
     if isinstance(cfg, HubertConfig):
         sets = len(cfg.num_classes) if cfg.untie_final_proj else 1
         projection = 2.0 * frames * dim * cfg.final_dim * sets

@@ -191,7 +191,7 @@ FAMILIES: dict[str, Family] = {
         model_class=finetune.FineTune,
         inputs=_labelled_inputs("finetune"),
         resolve=_with_vocab,
-        chance=lambda cfg: 0.0 if cfg.head == "ctc" else 1.0 / len(cfg.vocab),
+        chance=lambda cfg: 0.0 if cfg.head in finetune.TRANSCRIBING else 1.0 / len(cfg.vocab),
         perplexity_floor=_no_codebook,
         fresh_parts={},
         accuracy_key="accuracy",

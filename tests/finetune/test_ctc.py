@@ -9,7 +9,8 @@ import math
 import pytest
 import torch
 
-from ssl_audio.models.ctc import BLANK, ctc_loss_sum, edit_counts, frames_needed, greedy_ids, ids_to_text
+from ssl_audio.models.ctc import BLANK, ctc_loss_sum, edit_counts, frames_needed, ids_to_text
+from ssl_audio.models.ctc_decoding import ctc_greedy_batch
 from ssl_audio.probe.metrics import char_errors, word_errors
 
 
@@ -74,10 +75,11 @@ def test_frames_needed_by_hand() -> None:
 def test_greedy_merges_repeats_then_drops_blanks() -> None:
     path = [1, 1, 0, 1, 2, 2, 0, 0, 3, 9]  # frame 9 is padding
     logits = torch.nn.functional.one_hot(torch.tensor([path]), 10).float()
-    assert greedy_ids(logits, torch.tensor([9])) == [[1, 1, 2, 3]]
+    assert ctc_greedy_batch(logits.log_softmax(-1), torch.tensor([9])) == [[1, 1, 2, 3]]
     vocab = ("<pad>", "A", "|", "B", "<s>", "<unk>", "C", "D", "E", "F")
-    assert ids_to_text([1, 1, 2, 3], vocab) == "AA B"
-    assert ids_to_text([2, 1, 2, 2, 3, 2, 4], vocab) == "A B"  # delimiters at the edges and repeated: one space
+    assert ids_to_text([1, 1, 2, 3], vocab, group_tokens=False) == "AA B"
+    assert ids_to_text(path[:9], vocab) == "AA B"  # per-frame ids: grouped, then the blank dropped
+    assert ids_to_text([2, 1, 2, 2, 3, 2], vocab) == "A B"  # delimiters at the edges stripped, a repeat grouped
 
 
 def test_edit_counts_match_jiwer() -> None:

@@ -25,6 +25,7 @@ def test_vocab_comes_from_the_targets() -> None:
     ("changes", "best", "chance"),
     [
         ({}, ("cer", False), 0.0),
+        ({"head": "seq2seq"}, ("cer", False), 0.0),
         ({"head": "classify"}, ("accuracy", True), 1 / len(VOCAB)),
         ({"head": "classify", "multilabel": True}, ("macro_f1", True), 1 / len(VOCAB)),
     ],

@@ -48,4 +48,5 @@ def test_long_audio_is_chunked_without_a_frame_lost() -> None:
     short = wave[: 16000 * 5]
     one_pass = model.encode(short[None], None)[0][0]
     assert torch.equal(encoded_frames(model, short), one_pass)  # under a chunk: one pass
-    assert set(transcribe_wave(model, wave)) <= set("AB ")
+    # an untrained head: any token but the blank, printed as transformers' tokenizer does (<s>, <unk> as text)
+    assert set(transcribe_wave(model, wave)) <= set("".join(VOCAB[1:]).replace("|", " "))
