@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import importlib.metadata
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -103,8 +104,6 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 
 def _dump_features(args: argparse.Namespace) -> None:
-    import os
-
     from ssl_audio.cluster.features import FeatureSource, dump_features, shard_from_environment
     from ssl_audio.data.manifest import load_manifest
 
@@ -468,9 +467,29 @@ def error_line(err: BaseException) -> str | None:
     return " ".join(line.strip() for line in text.splitlines() if line.strip()) or type(err).__name__
 
 
+# torch's intra-op threads for one command (faiss k-means keeps its own, so its labels do not change). On cores
+# that other processes keep busy, every op's second thread waits for a core: a tiny HuBERT training step took
+# 140 ms with 1 thread and 3.2 s with 2 (2 cores, load average 5.8). tools/quickstart.sh sets 1 on a busy machine.
+TORCH_THREADS_VARIABLE = "SSL_AUDIO_TORCH_THREADS"
+
+
+def set_torch_threads(environ: dict[str, str] | os._Environ) -> int | None:
+    """Apply $SSL_AUDIO_TORCH_THREADS when set; returns the count applied (None: torch's default)."""
+    value = environ.get(TORCH_THREADS_VARIABLE, "")
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{TORCH_THREADS_VARIABLE}={value!r}: expected a thread count >= 1")
+    import torch  # only commands that run torch get here with the variable set
+
+    torch.set_num_threads(int(value))
+    return int(value)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        set_torch_threads(os.environ)
         code = args.func(args)
     except TrainingError as err:  # the run cannot go on; its message says why and which checkpoint to use
         print(f"ssl-audio {args.command}: error: {err}", file=sys.stderr)

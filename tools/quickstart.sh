@@ -22,6 +22,17 @@ done
 
 source tools/setup_env.sh
 
+# One torch thread per command when other processes already keep the cores busy: each op's second thread would
+# wait for a core (a tiny HuBERT step: 140 ms with 1 thread, 3.2 s with 2, at load 5.8 on 2 cores). faiss keeps
+# its threads (the same k-means labels). Set SSL_AUDIO_TORCH_THREADS yourself to choose.
+if [ -z "${SSL_AUDIO_TORCH_THREADS:-}" ]; then
+  read -r load _ < /proc/loadavg 2>/dev/null || load=0
+  if awk -v load="$load" -v cores="$(nproc 2>/dev/null || echo 1)" 'BEGIN { exit !(load >= cores - 0.5) }'; then
+    export SSL_AUDIO_TORCH_THREADS=1
+    echo "quickstart: load average $load on $(nproc) cores: one torch thread per command (SSL_AUDIO_TORCH_THREADS=1)"
+  fi
+fi
+
 demo=data/demo
 if [ ! -f "$demo/corpus.json" ]; then
   python tools/make_demo_corpus.py --out "$demo"
