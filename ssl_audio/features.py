@@ -39,13 +39,22 @@ def logmel_features(wave: Tensor) -> Tensor:
     return kaldi.fbank(wave[None], sample_frequency=SAMPLE_RATE, num_mel_bins=LOGMEL_BINS, dither=0.0)
 
 
+INFERENCE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}  # --dtype of probe and dump-features
+
+
 @torch.no_grad()
-def encoder_layer_frames(encoder: Encoder, segment: Tensor, layers: Sequence[int], device: torch.device) -> Tensor:
+def encoder_layer_frames(
+    encoder: Encoder, segment: Tensor, layers: Sequence[int], device: torch.device, dtype: str = "fp32"
+) -> Tensor:
     """(S',) -> (T', K * D) float32 on the CPU: hidden states `layers` (0 = the transformer input) side by side.
 
     The encoder runs only up to the deepest layer asked for; it is used as given (the callers put it in eval
-    mode), without gradients."""
-    out = encoder(segment[None].to(device), num_layers=max(layers))
+    mode), without gradients. `dtype="bf16"` runs it under bfloat16 autocast (matmuls and convolutions in bf16,
+    norms and softmax in fp32), which a CPU with bf16 units (avx512_bf16, AMX) or a GPU runs faster."""
+    if dtype not in INFERENCE_DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(INFERENCE_DTYPES)}, got {dtype!r}")
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bf16"):
+        out = encoder(segment[None].to(device), num_layers=max(layers))
     # the segment's own frames: Whisper pads every clip to its 30 s window, and says how many frames are its own
     frames = out.hidden_states[0].shape[1] if out.lengths is None else int(out.lengths[0])
     stacked = torch.stack([out.hidden_states[k][0, :frames] for k in layers], dim=1)  # (T', K, D)

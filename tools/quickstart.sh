@@ -22,6 +22,9 @@ done
 
 source tools/setup_env.sh
 
+# SSL_AUDIO_TORCH_THREADS=1 (torch threads per command) helps on a machine whose cores other jobs keep busy: each
+# op's second thread waits for a core. Not chosen here from the load: the same command should give the same table.
+
 demo=data/demo
 if [ ! -f "$demo/corpus.json" ]; then
   python tools/make_demo_corpus.py --out "$demo"

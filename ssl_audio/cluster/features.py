@@ -22,7 +22,15 @@ from ssl_audio.atomic import write_text
 from ssl_audio.audio import SAMPLE_RATE, load_audio
 from ssl_audio.data.labels import manifest_hash
 from ssl_audio.data.manifest import Manifest
-from ssl_audio.features import KALDI_HOP, KALDI_RATE, KALDI_WINDOW, chunked_frames, encoder_layer_frames, mfcc_features
+from ssl_audio.features import (
+    INFERENCE_DTYPES,
+    KALDI_HOP,
+    KALDI_RATE,
+    KALDI_WINDOW,
+    chunked_frames,
+    encoder_layer_frames,
+    mfcc_features,
+)
 from ssl_audio.models.loading import load_encoder
 
 
@@ -32,9 +40,14 @@ class FeatureSource:
 
     name: str  # "mfcc" or the checkpoint path
     layer: int | None = None
+    dtype: str = "fp32"  # a checkpoint's inference precision: fp32 or bf16 (autocast); MFCCs are always fp32
 
     def load(self, device: torch.device):  # noqa: ANN201 - returns (fn, rate, window, hop, longest input)
+        if self.dtype not in INFERENCE_DTYPES:
+            raise ValueError(f"--dtype must be one of {', '.join(INFERENCE_DTYPES)}, got {self.dtype!r}")
         if self.name == "mfcc":
+            if self.dtype != "fp32":
+                raise ValueError(f"--dtype {self.dtype} applies to checkpoint features; mfcc is computed in fp32")
             return mfcc_features, KALDI_RATE, KALDI_WINDOW, KALDI_HOP, None
 
         encoder = load_encoder(self.name).to(device)
@@ -43,7 +56,7 @@ class FeatureSource:
         layers = (self.layer,)
 
         def encode(wave: torch.Tensor) -> torch.Tensor:
-            return encoder_layer_frames(encoder, wave, layers, device)
+            return encoder_layer_frames(encoder, wave, layers, device, self.dtype)
 
         return encode, SAMPLE_RATE / encoder.hop, encoder.window, encoder.hop, encoder.max_samples
 
@@ -123,8 +136,9 @@ def dump_features(
             lengths.append(int(feats.shape[0]))
     os.replace(tmp, stem.with_suffix(".f32"))
     meta = {
-        "source": source.name, "layer": source.layer, "frame_rate": rate, "dim": dim, "rows": [first, last],
-        "lengths": lengths, "manifest": manifest_hash(manifest), "shard": shard, "num_shards": num_shards,
+        "source": source.name, "layer": source.layer, "frame_rate": rate, "dim": dim,
+        "rows": [first, last], "lengths": lengths, "manifest": manifest_hash(manifest), "shard": shard,
+        "num_shards": num_shards, **({} if source.dtype == "fp32" else {"dtype": source.dtype}),
     }  # fmt: skip
     write_text(stem.with_suffix(".json"), json.dumps(meta))  # after the .f32: the JSON says the shard is whole
     return stem.with_suffix(".json")

@@ -37,6 +37,7 @@ from ssl_audio.data.probe_table import ProbeTable
 from ssl_audio.features import (
     CHUNK_SECONDS,
     CONTEXT_SECONDS,
+    INFERENCE_DTYPES,
     KALDI_HOP,
     KALDI_WINDOW,
     LOGMEL_BINS,
@@ -110,17 +111,22 @@ class Featurizer:
         return rearrange(frames, "t (k d) -> k t d", k=len(layers))
 
 
-def encoder_featurizer(encoder: Encoder, *, name: str, ident: str, device: str | torch.device = "cpu") -> Featurizer:
-    """Frozen `encoder` (eval mode, no gradients) as a featurizer of its L + 1 hidden states."""
+def encoder_featurizer(
+    encoder: Encoder, *, name: str, ident: str, device: str | torch.device = "cpu", dtype: str = "fp32"
+) -> Featurizer:
+    """Frozen `encoder` (eval mode, no gradients) as a featurizer of its L + 1 hidden states; `dtype="bf16"` runs
+    it under bfloat16 autocast (features cached apart from fp32's)."""
     device = torch.device(device)
     encoder = encoder.to(device).eval().requires_grad_(False)
+    if dtype not in INFERENCE_DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(INFERENCE_DTYPES)}, got {dtype!r}")
 
     def frames(segment: Tensor, layers: tuple[int, ...]) -> Tensor:
-        return encoder_layer_frames(encoder, segment, layers, device)  # (T', K * D)
+        return encoder_layer_frames(encoder, segment, layers, device, dtype)  # (T', K * D)
 
     return Featurizer(
         name=name,
-        ident=ident,
+        ident=ident if dtype == "fp32" else f"{ident}-{dtype}",
         frames_fn=frames,
         num_layers=encoder.cfg.num_layers + 1,
         dim=encoder.cfg.dim,
@@ -131,12 +137,14 @@ def encoder_featurizer(encoder: Encoder, *, name: str, ident: str, device: str |
     )
 
 
-def checkpoint_featurizer(step_dir: str | Path, *, device: str | torch.device = "cpu") -> Featurizer:
+def checkpoint_featurizer(
+    step_dir: str | Path, *, device: str | torch.device = "cpu", dtype: str = "fp32"
+) -> Featurizer:
     """The encoder of a checkpoint step folder (any family)."""
     model, cfg = load_model(step_dir)
     weights = read_meta(Path(step_dir), verify=False)["files"][MODEL_FILE]["sha256"]  # load_model verified it
     ident = f"{cfg.family}-{weights[:12]}"
-    return encoder_featurizer(model.encoder, name=str(step_dir), ident=ident, device=device)
+    return encoder_featurizer(model.encoder, name=str(step_dir), ident=ident, device=device, dtype=dtype)
 
 
 def random_model(step_dir: str | Path, *, seed: int = 0) -> nn.Module:
@@ -147,12 +155,16 @@ def random_model(step_dir: str | Path, *, seed: int = 0) -> nn.Module:
         return build_model(model_cfg).eval()
 
 
-def random_featurizer(step_dir: str | Path, *, seed: int = 0, device: str | torch.device = "cpu") -> Featurizer:
+def random_featurizer(
+    step_dir: str | Path, *, seed: int = 0, device: str | torch.device = "cpu", dtype: str = "fp32"
+) -> Featurizer:
     """The random-weights baseline: `step_dir`'s architecture, initialised from `seed`."""
     architecture = yaml.safe_dump(to_dict(read_model_config(step_dir)), sort_keys=True)
     digest = hashlib.sha256(f"{architecture}seed={seed}".encode()).hexdigest()[:12]  # not the checkpoint's weights
     model = random_model(step_dir, seed=seed)
-    return encoder_featurizer(model.encoder, name=f"random:{step_dir}", ident=f"random-{digest}", device=device)
+    return encoder_featurizer(
+        model.encoder, name=f"random:{step_dir}", ident=f"random-{digest}", device=device, dtype=dtype
+    )
 
 
 def _one_layer(fn: Callable[[Tensor], Tensor]) -> FramesFn:
@@ -179,19 +191,27 @@ BASELINES = ("random", "mfcc", "logmel")
 
 
 def make_featurizer(
-    *, checkpoint: str | None = None, baseline: str | None = None, seed: int = 0, device: str = "cpu"
+    *,
+    checkpoint: str | None = None,
+    baseline: str | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    dtype: str = "fp32",
 ) -> Featurizer:
-    """The one entry point: a checkpoint, `baseline="random"` with the checkpoint's architecture, mfcc, logmel."""
+    """The one entry point: a checkpoint, `baseline="random"` with the checkpoint's architecture, mfcc, logmel.
+    `dtype` (fp32, bf16) is the encoder's inference precision; MFCC and log-mel are computed in fp32 only."""
     if baseline is None:
         if checkpoint is None:
             raise ValueError("give --checkpoint or --baseline")
-        return checkpoint_featurizer(checkpoint, device=device)
+        return checkpoint_featurizer(checkpoint, device=device, dtype=dtype)
     if baseline == "random":
         if checkpoint is None:
             raise ValueError("--baseline random needs --checkpoint: it builds that checkpoint's architecture")
-        return random_featurizer(checkpoint, seed=seed, device=device)
+        return random_featurizer(checkpoint, seed=seed, device=device, dtype=dtype)
     if checkpoint is not None:
         raise ValueError(f"--baseline {baseline} takes no --checkpoint")
+    if dtype != "fp32":
+        raise ValueError(f"--dtype {dtype} applies to encoder features; --baseline {baseline} is computed in fp32")
     if baseline == "mfcc":
         return mfcc_featurizer()
     if baseline == "logmel":

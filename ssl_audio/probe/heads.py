@@ -81,13 +81,38 @@ class LinearProbe(nn.Module):
         return self.linear(self.mix((x - self.mean) / self.std))
 
 
+class FrameBank:
+    """Every item's frames in one (N + 1, D, K) tensor, the last row zeros, so that a padded batch is one gather.
+
+    A task builds it once from its training set. Per batch, copying 32 items one by one cost 64 small parallel
+    copies (each one waits for every thread: slow on a busy CPU) plus a permuting copy into the order below."""
+
+    def __init__(self, items: Sequence[np.ndarray]) -> None:  # (K, T_i, D) arrays
+        self.lengths = torch.tensor([item.shape[1] for item in items])
+        self.starts = torch.cumsum(self.lengths, 0) - self.lengths
+        num_layers, dim = items[0].shape[0], items[0].shape[2]
+        parts = [torch.from_numpy(np.ascontiguousarray(item)).permute(1, 2, 0) for item in items]  # (T_i, D, K)
+        self.rows = torch.cat([*parts, parts[0].new_zeros(1, dim, num_layers)])  # (N + 1, D, K), dtype kept
+
+    def batch(self, indices: Sequence[int] | Tensor, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
+        """Items `indices` -> (B, T, K, D) float32 zero-padded to the longest, and (B,) frame counts.
+
+        The batch is a (B, T, K, D) view of (B, T, D, K) storage: LinearProbe's standardisation keeps that layout,
+        and LayerMix's sum over K then reads contiguous rows of K instead of copying the batch into that order
+        first (6x faster on a CPU, the same sums to the bit)."""
+        indices = torch.as_tensor(indices, dtype=torch.long)
+        lengths = self.lengths[indices]
+        position = torch.arange(int(lengths.max()))
+        rows = torch.where(
+            position[None, :] < lengths[:, None], self.starts[indices][:, None] + position[None, :], len(self.rows) - 1
+        )  # (B, T): the zero row past each item's end
+        batch = self.rows.index_select(0, rows.flatten()).to(device=device, dtype=torch.float32)  # exact from fp16
+        return batch.view(*rows.shape, *self.rows.shape[1:]).transpose(-1, -2), lengths.to(device)
+
+
 def pad_frames(items: Sequence[np.ndarray], device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
     """(K, T_i, D) arrays -> (B, T, K, D) float32 zero-padded to the longest, and (B,) frame counts."""
-    lengths = torch.tensor([item.shape[1] for item in items])
-    batch = torch.zeros(len(items), int(lengths.max()), items[0].shape[0], items[0].shape[2])
-    for b, item in enumerate(items):
-        batch[b, : item.shape[1]] = torch.from_numpy(item.astype(np.float32)).transpose(0, 1)  # (T, K, D)
-    return batch.to(device), lengths.to(device)
+    return FrameBank(items).batch(range(len(items)), device)
 
 
 def ctc_greedy(ids: Sequence[int] | Tensor, blank: int = 0) -> list[int]:

@@ -114,7 +114,8 @@ def test_help_keeps_every_option_without_importing_torch() -> None:
                "--cache CACHE",
                "--label-column LABEL_COLUMN", "--alignments ALIGNMENTS", "--epochs EPOCHS", "--lr LR",
                "--batch-size BATCH_SIZE", "--seed SEED", "--seeds SEEDS", "--p-target P_TARGET", "--c-miss C_MISS",
-               "--c-fa C_FA", "--max-trials MAX_TRIALS", "--trials FILE", "--device DEVICE"]  # fmt: skip
+               "--c-fa C_FA", "--max-trials MAX_TRIALS", "--trials FILE", "--device DEVICE",
+               "--dtype {fp32,bf16}"]  # fmt: skip
     listed = [line.split("  ")[1] for line in out.stdout.splitlines() if line.startswith("  --")]
     assert listed == options
     assert out.stdout.startswith("usage: ssl-audio probe ") and "{classify,verify,ctc,frames,noisy}" in out.stdout

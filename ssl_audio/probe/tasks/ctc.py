@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from ssl_audio.data.probe_table import ProbeTable
 from ssl_audio.probe.config import ProbeConfig
 from ssl_audio.probe.featurizer import Featurizer
-from ssl_audio.probe.heads import ctc_greedy, pad_frames
+from ssl_audio.probe.heads import FrameBank, ctc_greedy, pad_frames
 from ssl_audio.probe.metrics import char_errors, word_errors
 from ssl_audio.probe.task import Outcome, ProbeTask, Targets
 from ssl_audio.probe.tasks.labels import non_empty
@@ -62,8 +62,10 @@ def evaluate(
     head = new_head(cfg, mean, std, len(targets.names) + 1, device)
     ctc_loss = nn.CTCLoss(blank=0, zero_infinity=True)
 
+    bank = FrameBank(train)  # once: each batch is then one gather
+
     def batch_loss(idx: Tensor) -> Tensor:
-        x, lengths = pad_frames([train[i] for i in idx], device)  # (B, T, K, D), (B,)
+        x, lengths = bank.batch(idx, device)  # (B, T, K, D), (B,)
         log_probs = head(x).log_softmax(dim=-1).transpose(0, 1)  # (T, B, C)
         ids = [targets.train[i] for i in idx]
         flat = torch.tensor([c for row in ids for c in row], device=device)

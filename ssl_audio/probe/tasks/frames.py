@@ -15,7 +15,7 @@ from ssl_audio.data.alignments import frame_labels, load_alignments
 from ssl_audio.data.probe_table import ProbeTable
 from ssl_audio.probe.config import ProbeConfig
 from ssl_audio.probe.featurizer import Featurizer
-from ssl_audio.probe.heads import pad_frames
+from ssl_audio.probe.heads import FrameBank, pad_frames
 from ssl_audio.probe.metrics import accuracy, macro_f1
 from ssl_audio.probe.task import Outcome, ProbeTask, Targets
 from ssl_audio.probe.tasks.training import EVAL_BATCH, fit_head, frame_stats, mixed_weights, new_head
@@ -75,8 +75,10 @@ def evaluate(
     mean, std = frame_stats(train)
     head = new_head(cfg, mean, std, len(targets.names), device)
 
+    bank = FrameBank(train)  # once: each batch is then one gather
+
     def batch_loss(idx: Tensor) -> Tensor:
-        x, lengths = pad_frames([train[i] for i in idx], device)  # (B, T, K, D)
+        x, lengths = bank.batch(idx, device)  # (B, T, K, D)
         y = torch.full(x.shape[:2], -100, dtype=torch.long)  # (B, T): padding is ignored
         for b, i in enumerate(idx.tolist()):
             y[b, : len(targets.train[i])] = torch.from_numpy(targets.train[i])
