@@ -12,6 +12,8 @@ Shapes: B batch, S samples, T frames, C front-end channels.
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor, nn
 
 
@@ -19,16 +21,17 @@ class Frontend(nn.Module):
     """(B, S) waveforms and (B,) sample lengths -> (B, T, C) features and (B,) frame lengths."""
 
     out_channels: int  # C, what the feature projection (and wav2vec 2.0's quantiser) reads
+    cfg: Any  # its config dataclass, whose `hop` and `window` the defaults below read
 
     @property
     def hop(self) -> int:
         """Samples between consecutive frames (320 for the standard conv stack: 50 Hz at 16 kHz)."""
-        raise NotImplementedError
+        return self.cfg.hop
 
     @property
     def window(self) -> int:
         """Samples one frame sees (the receptive field: 400 for the standard conv stack)."""
-        raise NotImplementedError
+        return self.cfg.window
 
     @property
     def min_samples(self) -> int:

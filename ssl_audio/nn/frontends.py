@@ -19,9 +19,9 @@ FrontendConfig = ConvFrontendConfig | LogMelFrontendConfig | PatchFrontendConfig
 
 BUILDERS: dict[type, Callable[..., Frontend]] = {
     ConvFrontendConfig: ConvFeatureExtractor.from_config,
-    LogMelFrontendConfig: LogMelFrontend.from_config,
-    PatchFrontendConfig: PatchFrontend.from_config,
-    WhisperFrontendConfig: WhisperFrontend.from_config,
+    LogMelFrontendConfig: LogMelFrontend,
+    PatchFrontendConfig: PatchFrontend,
+    WhisperFrontendConfig: WhisperFrontend,
 }
 
 

@@ -161,18 +161,6 @@ class LogMelFrontend(Frontend):
         self.stem = (WhisperStem if cfg.stem == "whisper" else Conv2dStem)(cfg.num_mels, cfg.width)
         self.out_channels = cfg.width
 
-    @classmethod
-    def from_config(cls, cfg: LogMelFrontendConfig) -> LogMelFrontend:
-        return cls(cfg)
-
-    @property
-    def hop(self) -> int:
-        return self.cfg.hop
-
-    @property
-    def window(self) -> int:
-        return self.cfg.window
-
     def output_lengths(self, lengths: Tensor) -> Tensor:
         return stem_lengths(lengths, self.cfg.layers)
 

@@ -80,18 +80,6 @@ class PatchFrontend(Frontend):
         self.band_embedding = nn.Parameter(torch.randn(cfg.bands, cfg.dim) * 0.02)
         self.out_channels = cfg.dim
 
-    @classmethod
-    def from_config(cls, cfg: PatchFrontendConfig) -> PatchFrontend:
-        return cls(cfg)
-
-    @property
-    def hop(self) -> int:
-        return self.cfg.hop
-
-    @property
-    def window(self) -> int:
-        return self.cfg.window
-
     def output_lengths(self, lengths: Tensor) -> Tensor:
         return stem_lengths(lengths, self.cfg.layers)
 

@@ -143,18 +143,6 @@ class WhisperFrontend(Frontend):
         self.stem = WhisperStem(cfg.num_mels, cfg.width)
         self.out_channels = cfg.width
 
-    @classmethod
-    def from_config(cls, cfg: WhisperFrontendConfig) -> WhisperFrontend:
-        return cls(cfg)
-
-    @property
-    def hop(self) -> int:
-        return STEM_HOP
-
-    @property
-    def window(self) -> int:
-        return STEM_WINDOW
-
     @property
     def min_samples(self) -> int:
         return N_FFT  # one mel frame (the reflect padding needs more than half a window)
