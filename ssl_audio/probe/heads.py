@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ssl_audio.models.ctc_decoding import collapse
 from ssl_audio.progress import progress
 
 MIN_STD = 1e-5  # dimensions constant over the training set are only centred, not blown up
@@ -117,13 +118,7 @@ def pad_frames(items: Sequence[np.ndarray], device: torch.device | str = "cpu") 
 
 def ctc_greedy(ids: Sequence[int] | Tensor, blank: int = 0) -> list[int]:
     """Best-path decoding of per-frame argmax ids: collapse repeats, then drop blanks ([a a _ a b b] -> [a a b])."""
-    ids = ids.tolist() if isinstance(ids, Tensor) else list(ids)
-    out, previous = [], None
-    for token in ids:
-        if token != previous and token != blank:
-            out.append(token)
-        previous = token
-    return out
+    return collapse(ids.tolist() if isinstance(ids, Tensor) else list(ids), blank)
 
 
 def fit(

@@ -9,6 +9,7 @@ import soundfile
 import torch
 import transformers
 import yaml
+from test_hf import randomize  # one way to fill a model with non-trivial values
 
 from ssl_audio.cli import main
 from ssl_audio.configs import to_dict
@@ -29,15 +30,6 @@ SMALL_HF = dict(
     num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, vocab_size=len(VOCAB), pad_token_id=0,
 )  # fmt: skip
 LENGTHS = torch.tensor([6_400, 4_800])
-
-
-def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Non-trivial values everywhere (norms and weight-norm gains too), so a swapped key cannot hide."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.1 * torch.randn(p.shape, generator=generator))
-    return model.eval()
 
 
 def speaking_head(proj: torch.nn.Linear, seed: int = 3) -> None:
