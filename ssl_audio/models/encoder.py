@@ -113,11 +113,16 @@ def build_transformer(cfg: EncoderConfig) -> TransformerEncoder:
 class Extracted:
     """What the pretraining families need from the front of the trunk."""
 
+    features: Tensor  # (B, T, C) front-end output
     normed: Tensor  # (B, T, C) LayerNorm-ed conv features, before projection (wav2vec 2.0's quantiser input)
     projected: Tensor  # (B, T, D) transformer input before masking
-    penalty: Tensor  # scalar fp32 mean squared conv feature (the feature penalty)
     lengths: Tensor | None  # (B,) valid frames
     padding_mask: Tensor | None  # (B, T) True at padded frames
+
+    @property
+    def penalty(self) -> Tensor:
+        """Scalar fp32 mean squared front-end feature (the feature penalty); computed only for who asks."""
+        return self.features.float().pow(2).mean()
 
 
 class DirectFeatures(nn.Module):
@@ -191,10 +196,9 @@ class Encoder(nn.Module):
             with torch.no_grad():
                 features, frame_lengths = self.extractor(wave, lengths)
         pad = None if frame_lengths is None else padding_mask(frame_lengths, features.shape[1])
-        penalty = features.float().pow(2).mean()
         normed = self.projection.norm(features)
         projected = self.projection.project(normed)
-        return Extracted(normed=normed, projected=projected, penalty=penalty, lengths=frame_lengths, padding_mask=pad)
+        return Extracted(features=features, normed=normed, projected=projected, lengths=frame_lengths, padding_mask=pad)
 
     def forward(self, wave: Tensor, lengths: Tensor | None = None, *, num_layers: int | None = None) -> EncoderOutput:
         """(B, S) waveforms and (B,) sample lengths -> hidden states of every layer up to `num_layers`."""
