@@ -598,7 +598,17 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"ssl-audio {args.command}: error: {line}", file=sys.stderr)
         return 2
+    close_process_group()
     return code or 0
+
+
+def close_process_group() -> None:
+    """Destroy a process group the command left (accelerate / torchrun runs): left to interpreter exit, gloo's
+    worker threads can abort the process with "terminate called without an active exception" (pytorch#190489).
+    Only on success: after an error a peer may be gone and the destroy could hang."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
