@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from ssl_audio.demo.events import (
     add_events,
     render_parts,
 )
+from tests.tool_loader import load_tool
 
 
 def _fake_corpus(root: Path) -> Path:
@@ -115,16 +115,8 @@ def test_bad_config_and_missing_keywords(tmp_path: Path) -> None:
         add_events(tmp_path, seed=0, config=TINY_EVENTS)
 
 
-def _load_corpus_tool():
-    path = Path(__file__).resolve().parents[1] / "tools" / "make_demo_corpus.py"
-    spec = importlib.util.spec_from_file_location("make_demo_corpus", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_tool_adds_the_events_set_to_a_corpus(corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    tool = _load_corpus_tool()
+    tool = load_tool("make_demo_corpus")
     with pytest.raises(SystemExit):
         tool.main(["--out", str(tmp_path), "--events-only"])
     assert "corpus.json: not found; --events-only needs a corpus built by this tool" in capsys.readouterr().err

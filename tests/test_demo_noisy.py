@@ -8,7 +8,6 @@ the expected table is built from the source table by hand.
 from __future__ import annotations
 
 import csv
-import importlib.util
 import math
 import shutil
 from pathlib import Path
@@ -21,6 +20,7 @@ from ssl_audio.audio import SAMPLE_RATE
 from ssl_audio.demo.coloured_noise import COLOURS, coloured_noise
 from ssl_audio.demo.corpus import build_corpus, tiny_config
 from ssl_audio.demo.noisy import make_noisy_copy, make_noisy_twin, mix_at_snr
+from tests.tool_loader import load_tool
 
 SECONDS = 0.5
 QUANTISATION_DB = 0.01  # dB: PCM-16 rounding of a ~-30 dBFS noise changes the measured SNR by far less
@@ -192,14 +192,6 @@ def test_twin_copies_the_audio_folders_and_tables_with_one_noise_per_file(labell
 # --- the demo corpus's noisy keyword test set ------------------------------------------------------------
 
 
-def _load_corpus_tool():
-    path = Path(__file__).resolve().parents[1] / "tools" / "make_demo_corpus.py"
-    spec = importlib.util.spec_from_file_location("make_demo_corpus", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_demo_corpus_has_a_noisy_keyword_test_set_that_the_tool_can_add_again(tmp_path: Path) -> None:
     corpus = tmp_path / "tiny"
     build_corpus(corpus, tiny_config(seed=0), workers=2)
@@ -213,5 +205,5 @@ def test_the_demo_corpus_has_a_noisy_keyword_test_set_that_the_tool_can_add_agai
     built = _tree(corpus / "noisy"), (corpus / "keywords_test_noisy.tsv").read_bytes()
     shutil.rmtree(corpus / "noisy")
     (corpus / "keywords_test_noisy.tsv").unlink()
-    _load_corpus_tool().main(["--out", str(corpus), "--noisy-only"])  # an existing corpus, without a rebuild
+    load_tool("make_demo_corpus").main(["--out", str(corpus), "--noisy-only"])  # an existing corpus, without a rebuild
     assert (_tree(corpus / "noisy"), (corpus / "keywords_test_noisy.tsv").read_bytes()) == built

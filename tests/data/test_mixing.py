@@ -1,4 +1,3 @@
-import importlib.util
 import math
 from pathlib import Path
 
@@ -11,15 +10,7 @@ from ssl_audio.audio import SAMPLE_RATE
 from ssl_audio.data.collate import Batch
 from ssl_audio.data.manifest import write_manifest
 from ssl_audio.data.mixing import KIND_NOISE, KIND_NONE, KIND_SPEECH, Mixer, MixingConfig, NoiseBank, mix_batch
-
-TOOL = Path(__file__).resolve().parents[2] / "tools" / "make_noise_manifest.py"
-
-
-def load_tool():
-    spec = importlib.util.spec_from_file_location("make_noise_manifest", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.tool_loader import load_tool
 
 
 def speech_batch(lengths: list[int], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -313,7 +304,7 @@ def spectral_slope(wave: np.ndarray, low_hz: float = 50.0, high_hz: float = 4000
 
 @pytest.mark.parametrize(("colour", "slope"), [("white", 0.0), ("pink", -1.0), ("brown", -2.0)])
 def test_noise_colours_have_their_spectral_slope(colour, slope):
-    tool = load_tool()
+    tool = load_tool("make_noise_manifest")
     wave = tool.coloured_noise(2**17, tool.COLOURS[colour], np.random.default_rng(0))
     assert wave.dtype == np.float32 and abs(float(wave.mean())) < 1e-3
     assert 20 * math.log10(float(np.sqrt(np.mean(wave.astype(np.float64) ** 2)))) == pytest.approx(
@@ -323,7 +314,7 @@ def test_noise_colours_have_their_spectral_slope(colour, slope):
 
 
 def test_noise_tool_writes_a_loadable_manifest(tmp_path, capsys):
-    tool = load_tool()
+    tool = load_tool("make_noise_manifest")
     tool.main(["--out", str(tmp_path), "--seconds", "6", "--clips", "3", "--seed", "1"])
     assert "wrote 3 clips of 2.00 s (1 white, 1 pink, 1 brown)" in capsys.readouterr().out
     lines = (tmp_path / "train.tsv").read_text().splitlines()
@@ -339,7 +330,7 @@ def test_noise_tool_writes_a_loadable_manifest(tmp_path, capsys):
 
 
 def test_mixer_replaces_only_the_waves(tmp_path):
-    load_tool().write_noise(tmp_path, seconds=3.0, clips=3, seed=0)
+    load_tool("make_noise_manifest").write_noise(tmp_path, seconds=3.0, clips=3, seed=0)
     waves, lengths = speech_batch([4000, 3500, 3000, 2500])
     labels = (torch.arange(8).reshape(4, 2),)
     batch = Batch(
