@@ -178,7 +178,13 @@ def _kmeans(args: argparse.Namespace) -> None:
         manifest = load_manifest(args.manifest)
         labels = load_labels(args.labels, manifest, rate=args.label_rate)
         quality = quality_against_alignments(
-            labels.per_utterance, manifest.paths, str(manifest.root), args.alignments, labels.rate
+            labels.per_utterance,
+            manifest.paths,
+            str(manifest.root),
+            args.alignments,
+            labels.rate,
+            window=labels.window,
+            offset=labels.offset,
         )
         print(f"kmeans quality: {quality.line()}")
 

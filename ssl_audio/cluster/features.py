@@ -2,8 +2,9 @@
 
 Sources: 39-d MFCC + delta + delta-delta at 100 Hz (HuBERT iteration 1), or the hidden states of layer L of
 a checkpoint at 50 Hz (later iterations). A shard is a raw float32 file of all its frames (rows in
-manifest order) plus a JSON file, written last, with the source, layer, frame rate, dimension and the
-number of frames of every row. Reading memory-maps the frames, so nothing needs to fit in RAM.
+manifest order) plus a JSON file, written last, with the source, layer, frame rate, the frames' window and
+offset (nn/frontend.py's framing; the label header carries them on), dimension and the number of frames of every
+row. Reading memory-maps the frames, so nothing needs to fit in RAM.
 """
 
 from __future__ import annotations
@@ -42,13 +43,13 @@ class FeatureSource:
     layer: int | None = None
     dtype: str = "fp32"  # a checkpoint's inference precision: fp32 or bf16 (autocast); MFCCs are always fp32
 
-    def load(self, device: torch.device):  # noqa: ANN201 - returns (fn, rate, window, hop, longest input)
+    def load(self, device: torch.device):  # noqa: ANN201 - (fn, rate, window, hop, longest input, offset)
         if self.dtype not in INFERENCE_DTYPES:
             raise ValueError(f"--dtype must be one of {', '.join(INFERENCE_DTYPES)}, got {self.dtype!r}")
         if self.name == "mfcc":
             if self.dtype != "fp32":
                 raise ValueError(f"--dtype {self.dtype} applies to checkpoint features; mfcc is computed in fp32")
-            return mfcc_features, KALDI_RATE, KALDI_WINDOW, KALDI_HOP, None
+            return mfcc_features, KALDI_RATE, KALDI_WINDOW, KALDI_HOP, None, 0  # kaldi's snip_edges: from sample 0
 
         encoder = load_encoder(self.name).to(device)
         if self.layer is None or not 0 <= self.layer <= encoder.cfg.num_layers:
@@ -58,7 +59,7 @@ class FeatureSource:
         def encode(wave: torch.Tensor) -> torch.Tensor:
             return encoder_layer_frames(encoder, wave, layers, device, self.dtype)
 
-        return encode, SAMPLE_RATE / encoder.hop, encoder.window, encoder.hop, encoder.max_samples
+        return encode, SAMPLE_RATE / encoder.hop, encoder.window, encoder.hop, encoder.max_samples, encoder.offset
 
 
 def shard_rows(num_rows: int, shard: int, num_shards: int) -> tuple[int, int]:
@@ -120,7 +121,7 @@ def dump_features(
     """Compute one shard's features and write them; returns the shard's JSON path."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    fn, rate, window, hop, max_samples = source.load(torch.device(device))
+    fn, rate, window, hop, max_samples, offset = source.load(torch.device(device))
     first, last = shard_rows(len(manifest), shard, num_shards)
     stem = out_dir / shard_name(shard, num_shards)
     tmp = stem.with_suffix(".f32.tmp")
@@ -136,8 +137,8 @@ def dump_features(
             lengths.append(int(feats.shape[0]))
     os.replace(tmp, stem.with_suffix(".f32"))
     meta = {
-        "source": source.name, "layer": source.layer, "frame_rate": rate, "dim": dim,
-        "rows": [first, last], "lengths": lengths, "manifest": manifest_hash(manifest), "shard": shard,
+        "source": source.name, "layer": source.layer, "frame_rate": rate, "window": window, "offset": offset,
+        "dim": dim, "rows": [first, last], "lengths": lengths, "manifest": manifest_hash(manifest), "shard": shard,
         "num_shards": num_shards, **({} if source.dtype == "fp32" else {"dtype": source.dtype}),
     }  # fmt: skip
     write_text(stem.with_suffix(".json"), json.dumps(meta))  # after the .f32: the JSON says the shard is whole
@@ -181,13 +182,15 @@ class FeatureSet:
         if len(metas) != counts.pop():
             missing = sorted(set(range(metas[0]["num_shards"])) - {m["shard"] for m in metas})
             raise ValueError(f"{self.folder}: incomplete dump, shards {missing} are missing")
-        for key in ("source", "layer", "frame_rate", "dim", "manifest"):
+        for key in ("source", "layer", "frame_rate", "window", "offset", "dim", "manifest"):
             # a shard without rows knows no dimension: it agrees with any
-            if len({json.dumps(m[key]) for m in metas if not (key == "dim" and m[key] is None)}) > 1:
+            if len({json.dumps(m.get(key)) for m in metas if not (key == "dim" and m[key] is None)}) > 1:
                 raise ValueError(f"{self.folder}: shards disagree on {key!r}")
         self.metas = sorted(metas, key=lambda m: m["shard"])
         first = self.metas[0]
         self.source, self.layer, self.frame_rate = first["source"], first["layer"], float(first["frame_rate"])
+        # dumps written before shards said their framing have neither (None: the label header then omits them)
+        self.window, self.offset = first.get("window"), first.get("offset")
         self.dim = next((int(m["dim"]) for m in metas if m["dim"] is not None), 0)
         self.manifest = first["manifest"]
         self.lengths = [n for m in self.metas for n in m["lengths"]]

@@ -250,7 +250,13 @@ def run_iterations(cfg: IterateConfig, *, progress: bool = True) -> list[dict]:
         if cfg.alignments and procs.main:
             labels = load_labels(label_paths["train"], splits["train"])
             quality = quality_against_alignments(
-                labels.per_utterance, splits["train"].paths, str(splits["train"].root), cfg.alignments, labels.rate
+                labels.per_utterance,
+                splits["train"].paths,
+                str(splits["train"].root),
+                cfg.alignments,
+                labels.rate,
+                window=labels.window,
+                offset=labels.offset,
             )
             summary.update(phone_purity=quality.phone_purity, cluster_purity=quality.cluster_purity, pnmi=quality.pnmi)
             say(f"labels of iteration {number}: {quality.line()}")

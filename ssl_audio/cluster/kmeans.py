@@ -21,7 +21,7 @@ import numpy as np
 
 from ssl_audio.atomic import write_text
 from ssl_audio.cluster.features import FeatureSet
-from ssl_audio.data.labels import manifest_hash, read_header, write_labels
+from ssl_audio.data.labels import FRAMING_KEYS, manifest_hash, read_header, write_labels
 from ssl_audio.data.manifest import Manifest
 from ssl_audio.progress import progress
 
@@ -256,12 +256,13 @@ def assign_labels(
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     part = {} if rows is None else {"first_row": first}
+    framing = {key: getattr(features, key) for key in FRAMING_KEYS if getattr(features, key) is not None}
     if out.suffix == KM_SUFFIX and rows is not None:
         raise ValueError(f"{out}: parts (rows) need our header to be joined; write them as .labels")
     write_labels(
         out, manifest if rows is None else _slice(manifest, first, last), labels(), k=meta["k"],
         rate=features.frame_rate, source=features.source, layer=features.layer, kmeans=file_hash(model_path),
-        headerless=out.suffix == KM_SUFFIX, **part,
+        headerless=out.suffix == KM_SUFFIX, **framing, **part,
     )  # fmt: skip
     return out
 
@@ -288,9 +289,9 @@ def join_label_parts(parts: Sequence[str | Path], manifest: Manifest, out: str |
         last = expected + head["rows"]
         if last > len(manifest) or head["manifest"] != manifest_hash(_slice(manifest, expected, last)):
             raise ValueError(f"{path}:1: labels of other rows than rows [{expected}, {last}) of the manifest")
-        for key in PART_KEYS:
-            if head[key] != heads[0][key]:
-                raise ValueError(f"{path}:1: {key}={head[key]!r}, but {parts[0]} has {heads[0][key]!r}")
+        for key in (*PART_KEYS, *FRAMING_KEYS):
+            if head.get(key) != heads[0].get(key):
+                raise ValueError(f"{path}:1: {key}={head.get(key)!r}, but {parts[0]} has {heads[0].get(key)!r}")
         expected = last
     if expected != len(manifest) or not parts:
         raise ValueError(f"{out}: the parts hold {expected} rows, the manifest {len(manifest)}")
@@ -308,5 +309,5 @@ def join_label_parts(parts: Sequence[str | Path], manifest: Manifest, out: str |
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     head = heads[0]
-    write_labels(out, manifest, labels(), **{key: head[key] for key in PART_KEYS})
+    write_labels(out, manifest, labels(), **{key: head[key] for key in (*PART_KEYS, *FRAMING_KEYS) if key in head})
     return out

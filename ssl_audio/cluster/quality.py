@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ssl_audio.data.alignments import frame_labels, load_alignments
+from ssl_audio.data.alignments import FRAME_WINDOW, frame_labels, load_alignments
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,9 +66,21 @@ def cluster_quality(counts: np.ndarray) -> ClusterQuality:
 
 
 def quality_against_alignments(
-    labels: Sequence[np.ndarray], manifest_paths: Sequence[str], manifest_root: str, alignments_path: str, rate: float
+    labels: Sequence[np.ndarray],
+    manifest_paths: Sequence[str],
+    manifest_root: str,
+    alignments_path: str,
+    rate: float,
+    *,
+    window: int | None = None,
+    offset: int | None = None,
 ) -> ClusterQuality:
-    """Cluster quality of label rows against the demo corpus's phone alignments (matched by file)."""
+    """Cluster quality of label rows against the demo corpus's phone alignments (matched by file).
+
+    Label frame j is compared with the phone at its centre, offset + j * (16 kHz / rate) + window // 2: pass the
+    labels' own window and offset (their header's; FrameLabels.window / .offset). None: 400 and 0 (MFCC frames,
+    the conv stack's), what label files written before their header said it were measured with."""
+    window, offset = FRAME_WINDOW if window is None else window, 0 if offset is None else offset
     alignments = load_alignments(alignments_path)
     corpus = Path(alignments_path).resolve().parent
     phones = []
@@ -76,6 +88,6 @@ def quality_against_alignments(
         key = str((Path(manifest_root) / rel).resolve().relative_to(corpus))
         if key not in alignments:
             raise ValueError(f"{alignments_path}: no alignment for {key}")
-        phones.append(frame_labels(alignments[key], rate))
+        phones.append(frame_labels(alignments[key], rate, window, offset))
     counts, _ = joint_counts(labels, phones)
     return cluster_quality(counts)

@@ -6,7 +6,9 @@ Frame geometry (S samples at 16 kHz, window W = 400 samples = 25 ms, frame t cov
   100 Hz hop 160: kaldi-style MFCC with snip_edges=True (25 ms window, 10 ms shift) gives floor((S - 400) / 160) + 1.
 Either way there are no frames when S < 400. A frame's label is the phone at its centre sample t*hop + W // 2.
 Other front-ends pass their own window (and rate): e.g. the log-mel front-end's Whisper stem, 50 Hz with W = 1040,
-or 16 x 16 spectrogram patches, 6.25 Hz (hop 2560) with W = 2800 (nn/frontend.py's framing contract).
+or 16 x 16 spectrogram patches, 6.25 Hz (hop 2560) with W = 2800 (nn/frontend.py's framing contract). A centred
+front-end also passes its offset O < 0 (Whisper's: -520): frame t covers [O + t*hop, O + t*hop + W), its centre is
+O + t*hop + W // 2, and the frames are those of the audio padded by -O at each end whose centre lies in the audio.
 """
 
 from __future__ import annotations
@@ -124,8 +126,12 @@ def num_frames(num_samples: int, frame_rate: float, window: int = FRAME_WINDOW) 
     return (num_samples - window) // frame_hop(frame_rate) + 1
 
 
-def frame_labels(alignment: Alignment, frame_rate: float, window: int = FRAME_WINDOW) -> list[str]:
-    """The phone at the centre of each frame, one label per frame of `num_frames(num_samples, frame_rate, window)`."""
-    hop = frame_hop(frame_rate)
-    centres = (t * hop + window // 2 for t in range(num_frames(alignment.num_samples, frame_rate, window)))
+def frame_labels(alignment: Alignment, frame_rate: float, window: int = FRAME_WINDOW, offset: int = 0) -> list[str]:
+    """The phone at the centre of each frame: one label per frame of `num_frames(num_samples, frame_rate, window)`
+    (offset 0), or of the audio padded by -offset at each end, up to the last centre inside the audio."""
+    hop, first = frame_hop(frame_rate), offset + window // 2
+    if first < 0:
+        raise ValueError(f"frames of window {window} from sample {offset} are centred before the audio")
+    count = num_frames(alignment.num_samples - 2 * offset, frame_rate, window)
+    centres = (c for c in range(first, first + count * hop, hop) if c < alignment.num_samples)
     return [alignment.phone_at(centre) for centre in centres]

@@ -44,6 +44,10 @@ class FrameLabels:
     rate: float  # Hz: label frames per second of audio (HuBERT: 100 for MFCC units, 50 for layer units)
     per_utterance: Sequence[np.ndarray | list[int]]  # one 1-D integer sequence per manifest row, in row order
     name: str = "labels"  # names the set in errors; several sets may be used at once
+    # The label frames' window and where frame 0's starts, in samples (nn/frontend.py's framing), from the header;
+    # None where the file does not say (older headers, fairseq .km files)
+    window: int | None = None
+    offset: int | None = None
 
     def __post_init__(self) -> None:
         self.hop  # noqa: B018 -- validates the rate at construction

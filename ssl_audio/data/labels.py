@@ -1,7 +1,9 @@
 """Frame-label files (HuBERT's pseudo-labels): one line of space-separated integers per manifest row.
 
 The first line is a JSON header after `#`: {"k": clusters, "rate": Hz, "source": ..., "manifest": sha256 of
-the manifest's rows, ...}. Loading checks that the file belongs to the manifest and that every label
+the manifest's rows, "window": samples, "offset": samples, ...}; `window` and `offset` are how the label frames
+framed the audio (frame j covers [offset + j * hop, offset + j * hop + window), nn/frontend.py), absent from files
+written before they were recorded. Loading checks that the file belongs to the manifest and that every label
 sequence covers its audio within a tolerance.
 
 fairseq's HuBERT `.km` files are the same rows without the header. For them the rate comes from the caller
@@ -26,6 +28,7 @@ from ssl_audio.data.dataset import FrameLabels
 from ssl_audio.data.manifest import Manifest
 
 LENGTH_TOLERANCE_SECONDS = 0.1  # labels and audio may differ by this much (fairseq HuBERT: 0.1 s)
+FRAMING_KEYS = ("window", "offset")  # optional header keys: the label frames' window and offset in samples
 
 
 def manifest_hash(manifest: Manifest) -> str:
@@ -198,7 +201,23 @@ def load_labels(
             rows.append(row)
     if len(rows) != len(manifest):
         raise ValueError(f"{path}: {len(rows)} label rows for {len(manifest)} manifest rows")
-    return FrameLabels(rate=rate, per_utterance=rows, name=name or path.stem)
+    framing = {key: _framing_value(header, key, path) for key in FRAMING_KEYS}
+    return FrameLabels(rate=rate, per_utterance=rows, name=name or path.stem, **framing)
+
+
+def _framing_value(header: dict[str, Any], key: str, path: str | Path) -> int | None:
+    """The header's integer `window` or `offset`, None where it does not say."""
+    value = header.get(key)
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or (key == "window" and value < 1)):
+        raise ValueError(f"{path}:1: label header {key!r} must be a {'positive ' if key == 'window' else ''}integer")
+    return value
+
+
+def label_framing(path: str | Path, rate: float | None = None) -> tuple[int | None, int | None]:
+    """(window, offset) of a label file's frames from its header; (None, None) where it does not say."""
+    header = label_info(path, rate)
+    window, offset = (_framing_value(header, key, path) for key in FRAMING_KEYS)
+    return window, offset
 
 
 def label_classes(paths: Sequence[str | Path], rate: float | None = None) -> tuple[int, ...]:
@@ -207,8 +226,9 @@ def label_classes(paths: Sequence[str | Path], rate: float | None = None) -> tup
 
 
 # Header keys that must agree between the train and valid files of one label set: the number of classes, the
-# label rate and the k-means model that assigned them (compared only where both headers carry it).
-AGREEING_KEYS = ("k", "rate", "kmeans")
+# label rate, the k-means model that assigned them and the frames' window and offset (compared only where both
+# headers carry it).
+AGREEING_KEYS = ("k", "rate", "kmeans", *FRAMING_KEYS)
 
 
 def check_label_sets(train: Sequence[str | Path], valid: Sequence[str | Path] = (), rate: float | None = None) -> None:
@@ -237,6 +257,14 @@ def check_label_sets(train: Sequence[str | Path], valid: Sequence[str | Path] = 
                 f"{path}: labels at {headers[str(path)]['rate']:g} Hz, but {first} at {headers[str(first)]['rate']:g} "
                 "Hz: all label sets of a run share one label rate"
             )
+    for key in FRAMING_KEYS:  # one frame grid: the sets that say their framing must say the same
+        said = [(path, headers[str(path)][key]) for path in train if headers[str(path)].get(key) is not None]
+        for path, value in said[1:]:
+            if value != said[0][1]:
+                raise ValueError(
+                    f"{path}: label frames with {key} {value}, but {said[0][0]} {said[0][1]}: all label sets of a "
+                    "run share one frame grid"
+                )
     for set_index, (train_path, valid_path) in enumerate(zip(train, valid)):
         ours, theirs = headers[str(train_path)], headers[str(valid_path)]
         for key in AGREEING_KEYS:

@@ -177,6 +177,11 @@ class Encoder(nn.Module):
         return self.extractor.window
 
     @property
+    def offset(self) -> int:
+        """Sample where frame 0's window starts (0, or negative for a centred front-end such as Whisper's)."""
+        return self.extractor.offset
+
+    @property
     def min_samples(self) -> int:
         """The shortest input that yields a frame."""
         return self.extractor.min_samples

@@ -35,8 +35,13 @@ class HubertConfig:
     num_classes: tuple[int, ...] = (500,)  # clusters of each label set (iteration 1: 100 from MFCC)
     label_rate: float = 50.0  # Hz of the label sequences (iteration 1: 100, iteration 2: 50)
     # Samples one label frame covers: 400 (25 ms) for MFCC labels and labels from a conv-stack model's layer;
-    # labels from a log-mel or patch model's layer cover that model's window (models/label_frames.py)
+    # labels from a log-mel or patch model's layer cover that model's window (models/label_frames.py). Taken from
+    # the label header where it says it (a recipe's own setting must then agree).
     label_window: int = LABEL_WINDOW
+    # Sample where label frame 0's window starts: 0 for MFCC and unpadded front-ends, -520 for labels from a layer
+    # of Whisper's centred front-end. None (label files written before headers said it): the model's own offset,
+    # the mapping as it was before front-ends had one. Both are filled from the label header when it has them.
+    label_offset: int | None = None
     final_dim: int = 256  # F; LARGE 768
     untie_final_proj: bool = True  # one projection per label set
     logit_temp: float = 0.1
@@ -61,15 +66,25 @@ def frame_targets(
     *,
     window: int = LABEL_WINDOW,
     label_window: int = LABEL_WINDOW,
+    offset: int = 0,
+    label_offset: int | None = None,
 ) -> Tensor:
-    """Labels (B, L) at `label_rate` -> (B, T) targets of frames at `frame_rate` that see `window` samples:
-    frame t takes the label centred nearest it (models/label_frames.py; floor(t * ratio) for 25 ms frames).
+    """Labels (B, L) at `label_rate` -> (B, T) targets of frames at `frame_rate` that see `window` samples from
+    `offset` on: frame t takes the label centred nearest it (models/label_frames.py; floor(t * ratio) for 25 ms
+    frames). `label_offset` None: the frames' own `offset`.
 
     Frames past the end of the labels get LABEL_PAD (they are not predicted).
     """
     hop = label_hop(frame_rate)
     index = label_indices(
-        num_frames, hop=hop, window=window, label_rate=label_rate, label_window=label_window, device=labels.device
+        num_frames,
+        hop=hop,
+        window=window,
+        label_rate=label_rate,
+        label_window=label_window,
+        offset=offset,
+        label_offset=offset if label_offset is None else label_offset,
+        device=labels.device,
     )  # (T,)
     inside = index < labels.shape[1]
     targets = labels[:, index.clamp(max=labels.shape[1] - 1)]
@@ -130,6 +145,8 @@ class Hubert(nn.Module):
                     self.frame_rate,
                     window=self.encoder.window,
                     label_window=cfg.label_window,
+                    offset=self.encoder.offset,
+                    label_offset=cfg.label_offset,
                 )
                 has_label = valid_frames & (targets != LABEL_PAD)
                 proj = chunks[i] if chunks is not None else projected  # (B, T, F)

@@ -1,12 +1,14 @@
 """Which label frame each model frame predicts, when labels and front-end frame the audio differently.
 
-Model frame t covers samples [t * hop, t * hop + window) (nn/frontend.py); label frame j covers
-[j * label_hop, j * label_hop + label_window). Frame t takes the label whose centre is nearest its own centre,
-the earlier one on a tie: j = ceil((t * hop + window / 2 - label_window / 2) / label_hop - 1 / 2), at least 0.
-For the conv stack (hop 320, window 400) and 25 ms labels this is today's rule, label floor(t * label_rate /
-frame_rate): 100 Hz labels -> label 2t, 50 Hz -> t, 25 Hz -> floor(t / 2). MFCC labels at 100 Hz onto the
-Whisper stem (hop 320, window 1040) give label 2t + 2, onto the conv2d stem (640, 1360) 4t + 3, onto 16 x 16
-patches (2560, 2800) 16t + 7.
+Model frame t covers samples [offset + t * hop, offset + t * hop + window) (nn/frontend.py); label frame j covers
+[label_offset + j * label_hop, label_offset + j * label_hop + label_window). Frame t takes the label whose centre
+is nearest its own centre, the earlier one on a tie:
+    j = ceil((offset - label_offset + t * hop + window / 2 - label_window / 2) / label_hop - 1 / 2), at least 0.
+For the conv stack (hop 320, window 400, offset 0) and 25 ms labels this is today's rule, label floor(t *
+label_rate / frame_rate): 100 Hz labels -> label 2t, 50 Hz -> t, 25 Hz -> floor(t / 2). MFCC labels at 100 Hz
+onto the unpadded Whisper stem (hop 320, window 1040) give label 2t + 2, onto the conv2d stem (640, 1360) 4t + 3,
+onto 16 x 16 patches (2560, 2800) 16t + 7, onto Whisper's own centred front-end (offset -520) 2t - 1 (label 0 for
+t = 0). Labels from a layer of the same front-end (same hop, window and offset) map 1:1.
 
 Shapes: T frames.
 """
@@ -30,10 +32,19 @@ def label_hop(label_rate: float) -> int:
 
 
 def label_indices(
-    num_frames: int, *, hop: int, window: int, label_rate: float, label_window: int = LABEL_WINDOW, device=None
+    num_frames: int,
+    *,
+    hop: int,
+    window: int,
+    label_rate: float,
+    label_window: int = LABEL_WINDOW,
+    offset: int = 0,
+    label_offset: int = 0,
+    device=None,  # noqa: ANN001
 ) -> Tensor:
     """(T,) the label index of each model frame (may run past the labels' end: the caller pads those)."""
     step = label_hop(label_rate)
     t = torch.arange(num_frames, device=device)
-    numerator = 2 * t * hop + window - label_window - step  # 2 label_hop (centre offset / label_hop - 1/2)
+    # 2 label_hop (centre offset / label_hop - 1/2), in whole samples
+    numerator = 2 * (offset - label_offset) + 2 * t * hop + window - label_window - step
     return (-torch.div(-numerator, 2 * step, rounding_mode="floor")).clamp(min=0)  # ceil division

@@ -34,6 +34,9 @@ class LabelShapes:
     num_classes: tuple[int, ...]  # k of each label set
     rate: float  # Hz, one rate for every set
     vocab: tuple[str, ...] = ()  # fine-tuning: the tokens or class names of the utterance targets
+    # the label frames' window and offset in samples (nn/frontend.py's framing), None where the headers do not say
+    window: int | None = None
+    offset: int | None = None
 
 
 class BatchLike(Protocol):
@@ -87,11 +90,21 @@ def _unchanged(model: ModelConfig, labels: Callable[[], LabelShapes | None]) -> 
 
 
 def _with_label_shapes(model: ModelConfig, labels: Callable[[], LabelShapes | None]) -> ModelConfig:
-    """HuBERT/WavLM: the number of classes and the label rate come from the label files' headers."""
+    """HuBERT/WavLM: the number of classes, the label rate and (where the headers say them) the label frames'
+    window and offset come from the label files' headers; a recipe's own label_window / label_offset must agree."""
     shapes = labels()
     if shapes is None:
         raise ValueError(f"model.family={model.family} needs data.train_labels (see `ssl-audio kmeans assign`)")
-    found = {"num_classes": list(shapes.num_classes), "label_rate": shapes.rate}
+    found: dict[str, Any] = {"num_classes": list(shapes.num_classes), "label_rate": shapes.rate}
+    for key, value in (("label_window", shapes.window), ("label_offset", shapes.offset)):
+        if value is None:
+            continue  # older headers, .km files: the recipe's setting or the default, as before
+        if key in model.config and model.config[key] is not None and model.config[key] != value:
+            raise ValueError(
+                f"model.config.{key}={model.config[key]}, but the label headers say {key.removeprefix('label_')} "
+                f"{value} (samples): drop the setting, the labels carry it"
+            )
+        found[key] = value
     return replace(model, config={**model.config, **found})
 
 

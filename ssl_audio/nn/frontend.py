@@ -2,10 +2,12 @@
 
 Every front-end (today the conv stack; log-mel or patch stems beside it) is a `Frontend`: the encoder builds one
 from its tagged config in one place (nn/frontends.py) or is handed one, and every other module asks the encoder
-for `hop`, `window` and `min_samples` instead of assuming a conv stack.
+for `hop`, `window`, `offset` and `min_samples` instead of assuming a conv stack.
 
 Framing contract (what chunked stitching, label rates and probes rely on): frame t covers the samples
-[t * hop, t * hop + window) of the input, and an input of S samples yields `output_lengths(S)` frames.
+[offset + t * hop, offset + t * hop + window) of the input, and an input of S samples yields `output_lengths(S)`
+frames. `offset` is 0 for unpadded front-ends (the conv stack, the log-mel and patch stems); a centred one starts
+before sample 0 (Whisper's: -520, so that frame t is centred on sample 320 t).
 
 Shapes: B batch, S samples, T frames, C front-end channels.
 """
@@ -32,6 +34,11 @@ class Frontend(nn.Module):
     def window(self) -> int:
         """Samples one frame sees (the receptive field: 400 for the standard conv stack)."""
         return self.cfg.window
+
+    @property
+    def offset(self) -> int:
+        """Sample where frame 0's window starts: 0 unless the front-end pads before the audio (centred frames)."""
+        return 0
 
     @property
     def min_samples(self) -> int:

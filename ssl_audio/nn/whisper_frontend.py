@@ -12,8 +12,8 @@ Clips under 30 s (`clip`):
 - "trim": the features of the clip as given, the position table cut to its frames (a batch is padded to its
   longest clip and the padding masked in attention, like the waveform models).
 
-Framing: frame t is centred on sample 320 t and sees samples [320 t - 520, 320 t + 520): hop 320, window 1040
-(the framing contract's frame t starts 520 samples later; label rates and stitching only use hop and window).
+Framing: frame t is centred on sample 320 t and sees samples [320 t - 520, 320 t + 520): hop 320, window 1040,
+offset -520 (nn/frontend.py; the label mapping and frame probes use the offset, stitching only hop and window).
 
 Shapes: B batch, S samples, M mel frames, N mel bins, T frames, C channels.
 """
@@ -38,6 +38,9 @@ CLIP_SAMPLES = 30 * SAMPLE_RATE  # Whisper's window: 30 s, 3000 mel frames, 1500
 DYNAMIC_RANGE = 8.0  # log10 units kept below the clip's maximum (80 dB)
 STEM_HOP = 2 * MEL_HOP  # the second conv's stride 2
 STEM_WINDOW = N_FFT + 4 * MEL_HOP  # five mel frames (two convolutions of kernel 3, the second strided)
+# Frame t is centred on stem input 2t, mel frame 2t (both convs padded by one), whose centre is sample 160 * 2t
+# (the STFT is centred): its window starts half a window before.
+STEM_OFFSET = -(STEM_WINDOW // 2)
 
 ClipMode = Literal["pad", "trim"]
 
@@ -150,6 +153,10 @@ class WhisperFrontend(Frontend):
     @property
     def max_samples(self) -> int:
         return self.cfg.clip_samples
+
+    @property
+    def offset(self) -> int:
+        return STEM_OFFSET
 
     def output_lengths(self, lengths: Tensor) -> Tensor:
         return frame_lengths(lengths)

@@ -12,7 +12,7 @@ from typing import Literal, TypeVar
 from ssl_audio import configs
 from ssl_audio.checks import require_count, require_non_negative, require_positive, require_probability, require_range
 from ssl_audio.data.config import DataConfig
-from ssl_audio.data.labels import check_label_sets, label_classes, label_info
+from ssl_audio.data.labels import check_label_sets, label_classes, label_framing, label_info
 from ssl_audio.finetune.init import encoder_from_checkpoint
 from ssl_audio.finetune.targets import TargetsConfig, target_vocab
 from ssl_audio.models.registry import FAMILIES, LabelShapes, ModelConfig
@@ -117,7 +117,8 @@ def load_config(
 
 
 def read_label_shapes(data: DataConfig, targets: TargetsConfig | None = None) -> LabelShapes | None:
-    """Classes and rate from the label files' headers (None without data.train_labels).
+    """Classes, rate and (where they say it) the frames' window and offset from the label files' headers (None
+    without data.train_labels).
 
     Every header, train and valid, is checked before any training: a mismatch would surface only at the first
     validation, or not at all (labels of another k-means model give a plausible but wrong valid loss)."""
@@ -128,7 +129,12 @@ def read_label_shapes(data: DataConfig, targets: TargetsConfig | None = None) ->
         return None
     check_label_sets(data.train_labels, data.valid_labels, data.label_rate)
     rate = float(label_info(data.train_labels[0], data.label_rate)["rate"])  # one rate for all sets, checked above
-    return LabelShapes(num_classes=label_classes(data.train_labels, data.label_rate), rate=rate)
+    framings = [label_framing(path, data.label_rate) for path in data.train_labels]  # those that say agree (above)
+    window = next((w for w, _ in framings if w is not None), None)
+    offset = next((o for _, o in framings if o is not None), None)
+    return LabelShapes(
+        num_classes=label_classes(data.train_labels, data.label_rate), rate=rate, window=window, offset=offset
+    )
 
 
 def resolve_config(cfg: Config) -> Config:

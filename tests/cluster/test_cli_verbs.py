@@ -108,7 +108,8 @@ def test_dump_features_writes_two_shards_of_kaldi_mfcc(run: Run) -> None:
         stem = run.feats / f"shard{shard:04d}of0002"
         meta = json.loads(stem.with_suffix(".json").read_text())
         assert meta == {
-            "source": "mfcc", "layer": None, "frame_rate": 100.0, "dim": 39, "rows": [first, last],
+            "source": "mfcc", "layer": None, "frame_rate": 100.0, "window": 400, "offset": 0, "dim": 39,
+            "rows": [first, last],
             "lengths": list(FRAMES[first:last]), "manifest": manifest_hash(run.manifest), "shard": shard,
             "num_shards": 2,
         }  # fmt: skip

@@ -283,8 +283,9 @@ def test_save_assign_and_load_labels(mfcc: tuple[Manifest, FeatureSet], tmp_path
     header = read_header(out)
     assert (header["k"], header["rate"], header["source"], header["kmeans"]) == (8, 100.0, "mfcc", file_hash(model))
     assert header["manifest"] == manifest_hash(manifest)
+    assert (header["window"], header["offset"]) == (400, 0)  # kaldi's frames: [160 j, 160 j + 400)
     labels = load_labels(out, manifest)
-    assert labels.rate == 100.0
+    assert (labels.rate, labels.window, labels.offset) == (100.0, 400, 0)
     for block, row in zip(features, labels.per_utterance, strict=True):
         assert len(row) == len(block)
         d = ((block[:, None, :].astype(np.float64) - result.centroids[None].astype(np.float64)) ** 2).sum(-1)
@@ -380,6 +381,9 @@ def test_hubert_iterate_writes_both_rounds(iterated):  # noqa: ANN001
     assert all("loss" in s["valid"] for s in on_disk)
     assert read_header(run / "iter1" / "labels" / "train.labels")["rate"] == 100.0
     assert read_header(run / "iter2" / "labels" / "valid.labels")["rate"] == 50.0
+    for number in (1, 2):  # MFCC frames and the tiny conv stack's both cover 400 samples from sample 0
+        header = read_header(run / f"iter{number}" / "labels" / "train.labels")
+        assert (header["window"], header["offset"]) == (400, 0)
     for number, k in ((1, 5), (2, 4)):
         assert Path(on_disk[number - 1]["checkpoint"]).parent == run / f"iter{number}" / "model"
         assert load_kmeans(run / f"iter{number}" / "km.faiss")[1]["k"] == k

@@ -16,7 +16,8 @@ import pytest
 from scipy.stats import entropy
 from sklearn.metrics import mutual_info_score
 
-from ssl_audio.cluster.quality import cluster_quality, joint_counts
+from ssl_audio.cluster.quality import cluster_quality, joint_counts, quality_against_alignments
+from ssl_audio.data.alignments import Alignment, frame_labels, write_alignments
 
 
 def test_hand_computed_2x2():
@@ -114,3 +115,31 @@ def test_degenerate_inputs():
         cluster_quality(np.zeros((2, 3), np.int64))
     with pytest.raises(ValueError):
         joint_counts([np.array([0])], [])  # utterance counts differ
+
+
+# 1600 samples: sil [0, 300), a [300, 700), sil [700, 1600)
+ALIGNMENT = Alignment(path="x.wav", num_samples=1600, phones=("sil", "a", "sil"), starts=(0, 300, 700),
+                      ends=(300, 700, 1600))  # fmt: skip
+
+
+def test_frame_labels_of_centred_frames_by_hand():
+    # Whisper's front-end: frame t covers [-520 + 320 t, 520 + 320 t), centred on 0, 320, 640, 960, 1280 (the
+    # audio padded by 520 at each end gives 1600 // 320 + 1 = 6 frames; the sixth, centred on 1600, is past it)
+    assert frame_labels(ALIGNMENT, 50, window=1040, offset=-520) == ["sil", "a", "a", "sil", "sil"]
+    assert frame_labels(ALIGNMENT, 50, window=1040) == ["a", "sil"]  # uncentred: centres 520, 840
+    assert frame_labels(ALIGNMENT, 100) == ["sil", "a", "a", "a"] + ["sil"] * 4  # MFCC: 200 + 160 j, unchanged
+    with pytest.raises(ValueError, match="centred before the audio"):
+        frame_labels(ALIGNMENT, 50, window=400, offset=-520)
+
+
+def test_quality_uses_the_labels_own_frames(tmp_path):
+    write_alignments(tmp_path / "alignments.jsonl", [ALIGNMENT])
+    labels = [np.array([0, 1, 1, 0, 0])]  # one cluster per phone, on Whisper's centred frames
+    args = (labels, ["x.wav"], str(tmp_path), str(tmp_path / "alignments.jsonl"), 50.0)
+    exact = quality_against_alignments(*args, window=1040, offset=-520)
+    assert (exact.phone_purity, exact.frames) == (1.0, 5)
+    assert exact.pnmi == pytest.approx(1.0, abs=1e-12)  # I(y; z) = H(y), up to rounding of the two logs
+    # the old assumption, 400-sample frames from sample 0: centres 200, 520, 840, 1160 -> sil, a, sil, sil
+    # against clusters 0, 1, 1, 0: cluster 1 holds an a and a sil, so phone purity (2 + 1) / 4
+    assumed = quality_against_alignments(*args)
+    assert (assumed.phone_purity, assumed.frames) == (0.75, 4)

@@ -34,11 +34,12 @@ def _plain(value: object) -> object:
 
 def _with_frontend_section(config: dict) -> dict:
     """The recorded config as today's schema names it: the conv facts moved from the encoder into its front-end,
-    and fields added since at their defaults (HuBERT's label_window: 400, the 25 ms its labels always had)."""
+    and fields added since at their defaults (HuBERT's label_window: 400, the 25 ms its labels always had, and
+    label_offset: None, the model's own offset, which is how its labels were mapped)."""
     encoder = dict(config["encoder"])
     frontend = {"kind": "conv", "layers": encoder.pop("conv_layers"), "mode": encoder.pop("extractor_mode"),
                 "bias": encoder.pop("conv_bias")}  # fmt: skip
-    added = {"label_window": 400} if "label_rate" in config else {}
+    added = {"label_window": 400, "label_offset": None} if "label_rate" in config else {}
     # encoder fields added since, at the defaults that build the recorded model (conv positions, feature projection)
     encoder_added = {"positions": "conv", "max_positions": 1500, "feature_projection": True, "attend_padding": False}
     return {**config, **added, "encoder": {**encoder, "frontend": frontend, **encoder_added}}

@@ -10,6 +10,7 @@ from ssl_audio.models.label_frames import label_indices
 
 # (hop, window) of each front-end: conv stack, Whisper stem, conv2d stem, 16 x 16 patches
 GEOMETRY = {"conv": (320, 400), "whisper": (320, 1040), "conv2d": (640, 1360), "patch": (2560, 2800)}
+CENTRED_WHISPER = -520  # offset of Whisper's own (centred, padded) front-end: frame t centred on sample 320 t
 
 
 @pytest.mark.parametrize(
@@ -53,3 +54,41 @@ def test_every_frame_of_the_audio_has_an_mfcc_label(name: str) -> None:
         assert (targets != LABEL_PAD).all(), samples
         last_label_end = targets[0, -1].item() * 160 + 400
         assert abs(last_label_end - ((frames - 1) * hop + window)) <= max(window, 400)
+
+
+def test_mfcc_labels_onto_whisper_centred_front_end_by_hand() -> None:
+    # Frame t is centred on 320 t; MFCC label j on 160 j + 200. Nearest: 160 j + 200 = 320 t -> j = 2t - 1.25, so
+    # label 2t - 1 (centre 320 t + 40) beats 2t - 2 (320 t - 120); frame 0 (centre 0) takes label 0 (centre 200).
+    index = label_indices(6, hop=320, window=1040, label_rate=100.0, offset=CENTRED_WHISPER)
+    assert index.tolist() == [0, 1, 3, 5, 7, 9]
+    # the uncentred rule, 2t + 2, was 3 labels (30 ms) late
+    assert (label_indices(6, hop=320, window=1040, label_rate=100.0) - index)[1:].tolist() == [3] * 5
+
+
+def test_labels_from_the_same_centred_front_end_map_one_to_one() -> None:
+    index = label_indices(
+        8, hop=320, window=1040, label_rate=50.0, label_window=1040, offset=CENTRED_WHISPER,
+        label_offset=CENTRED_WHISPER,
+    )  # fmt: skip
+    assert index.tolist() == list(range(8))
+
+
+@pytest.mark.parametrize(("offset", "label_offset"), [(-520, 0), (0, -520), (-520, -520), (-200, 40)])
+@pytest.mark.parametrize(("rate", "label_window"), [(100.0, 400), (50.0, 1040)])
+def test_offsets_against_brute_force(offset: int, label_offset: int, rate: float, label_window: int) -> None:
+    step = round(16_000 / rate)
+    got = label_indices(
+        40, hop=320, window=1040, label_rate=rate, label_window=label_window, offset=offset, label_offset=label_offset
+    ).tolist()
+    for t, j in enumerate(got):
+        centre = offset + t * 320 + 520
+        distances = [abs(centre - (label_offset + k * step + label_window / 2)) for k in range(2000)]
+        assert j == distances.index(min(distances)), t
+
+
+def test_frame_targets_offsets_default_to_the_frames_own() -> None:
+    labels = torch.arange(20)[None]
+    centred = frame_targets(labels, 4, 100.0, 50.0, window=1040, offset=CENTRED_WHISPER, label_offset=0)
+    assert centred.tolist() == [[0, 1, 3, 5]]
+    # label_offset None (older label files): the labels are taken as framed like the model, the old mapping
+    assert frame_targets(labels, 4, 100.0, 50.0, window=1040, offset=CENTRED_WHISPER).tolist() == [[2, 4, 6, 8]]

@@ -23,6 +23,7 @@ from ssl_audio.data.labels import read_header
 from ssl_audio.data.manifest import build_manifests
 from ssl_audio.features import chunked_frames
 from ssl_audio.interop.convert import convert
+from ssl_audio.models.loading import load_model
 from ssl_audio.models.registry import FAMILIES, ModelConfig, family_config
 from ssl_audio.probe.featurizer import checkpoint_featurizer
 
@@ -113,7 +114,10 @@ def test_hubert_objective_continues_from_the_imported_encoder(imported, tmp_path
         ),  # fmt: skip
     )
     summary = run_iterations(cfg, progress=False)[0]
-    assert read_header(tmp_path / "run" / "iter1" / "labels" / "train.labels")["rate"] == 50.0  # its own frames
+    header = read_header(tmp_path / "run" / "iter1" / "labels" / "train.labels")
+    assert (header["rate"], header["window"], header["offset"]) == (50.0, 1040, -520)  # its own (centred) frames
+    trained, _ = load_model(summary["checkpoint"])  # the recipe set no label_window: the header's, so t -> label t
+    assert (trained.cfg.label_window, trained.cfg.label_offset) == (1040, -520)
     assert np.isfinite(summary["valid"]["loss"])
     start, end = load_file(step / "model.safetensors"), load_file(Path(summary["checkpoint"]) / "model.safetensors")
     # two updates at lr 1e-4 move the imported encoder a little; a fresh encoder would be ~1 away
