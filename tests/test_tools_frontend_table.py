@@ -1,0 +1,36 @@
+"""tools/frontend_table.py: the run length from a calibration, and the one-round recipe it writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.tool_loader import load_tool
+
+table = load_tool("frontend_table")
+
+
+def test_updates_fill_the_budget_at_the_calibrated_rate() -> None:
+    # 2 min at 30 audio-s per s is 3,600 audio-s: 600 batches of 6 s
+    assert table.updates_for_budget(2.0, 30.0, 6.0) == 600
+    with pytest.raises(ValueError, match="rate 0"):
+        table.updates_for_budget(2.0, 0.0, 6.0)
+
+
+def test_hubert_recipe_is_cut_to_round_one_with_the_budgeted_updates(tmp_path: Path) -> None:
+    path = table.arm_recipe("recipes/tiny_hubert.yaml", True, tmp_path / "arm", 120)
+    cfg = yaml.safe_load(path.read_text())
+    assert len(cfg["iterations"]) == 1 and cfg["iterations"][0]["source"] == "mfcc"
+    assert not any(o.startswith("train.max_updates") for o in cfg["iterations"][0].get("overrides", []))
+    assert cfg["pretrain"]["train"]["max_updates"] == 120
+    assert cfg["pretrain"]["schedule"]["warmup_updates"] == 12  # a tenth of the run, under the recipe's 50
+    assert cfg["run_dir"] == str(tmp_path / "arm")
+
+
+def test_metric_is_found_at_the_top_or_one_level_down() -> None:
+    assert table.find_metric({"accuracy": 0.5}, "accuracy") == 0.5
+    assert table.find_metric({"task": "ctc", "metrics": {"cer": 0.7}}, "cer") == 0.7
+    with pytest.raises(KeyError, match="'eer'"):
+        table.find_metric({"accuracy": 0.5}, "eer")
