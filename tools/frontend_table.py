@@ -147,6 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budget-minutes", type=float, default=2.0, help="CPU minutes of training per arm")
     parser.add_argument("--out", default="runs/frontend_table")
     parser.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated subset of {list(ARMS)}")
+    parser.add_argument("--no-baselines", action="store_true", help="skip random init and MFCC (another run has them)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     arms = args.arms.split(",")
@@ -159,10 +160,11 @@ def main(argv: list[str] | None = None) -> None:
         info["scores"] = probe(name, ["--checkpoint", info["checkpoint"]], out)
         results[name] = info
         (out / "results.json").write_text(json.dumps(results, indent=1))
-    first = results[arms[0]]["checkpoint"]
-    results["random"] = {"scores": probe("random", ["--baseline", "random", "--checkpoint", first], out)}
-    results["mfcc"] = {"scores": probe("mfcc", ["--baseline", "mfcc"], out)}
-    (out / "results.json").write_text(json.dumps(results, indent=1))
+    if not args.no_baselines:
+        first = results[arms[0]]["checkpoint"]
+        results["random"] = {"scores": probe("random", ["--baseline", "random", "--checkpoint", first], out)}
+        results["mfcc"] = {"scores": probe("mfcc", ["--baseline", "mfcc"], out)}
+        (out / "results.json").write_text(json.dumps(results, indent=1))
     print(table(results))
 
 
