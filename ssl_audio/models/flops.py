@@ -15,8 +15,9 @@ from collections.abc import Iterable
 
 from ssl_audio.models.bestrq import MEL_BINS, MEL_HOP, MEL_WINDOW, BestRqConfig
 from ssl_audio.models.encoder import EncoderConfig
-from ssl_audio.models.finetune import FineTuneConfig
+from ssl_audio.models.finetune import FineTuneConfig, seq2seq_config
 from ssl_audio.models.hubert import HubertConfig
+from ssl_audio.models.seq2seq import Seq2SeqConfig
 from ssl_audio.models.wav2vec2 import Wav2Vec2Config
 
 TRAINING_FACTOR = 3  # forward + backward (twice the forward)
@@ -43,6 +44,15 @@ def transformer_flops(cfg: EncoderConfig, frames: int) -> float:
     return flops + cfg.num_layers * per_layer
 
 
+def decoder_flops(cfg: Seq2SeqConfig, positions: int, frames: int) -> float:
+    """The seq2seq decoder's forward on one utterance: U = `positions` (labels + 1) against T = `frames`."""
+    d, u, t = cfg.dim, positions, frames
+    self_attention = 2.0 * u * 4 * d * d + 4.0 * u * u * d  # QKV and output; scores and weighted sum (causal: full)
+    cross = 2.0 * u * 2 * d * d + 2.0 * t * cfg.memory_dim * 2 * d + 4.0 * u * t * d  # Q, out; K V of the memory
+    ffn = 2.0 * u * 2 * d * cfg.ffn
+    return cfg.layers * (self_attention + cross + ffn) + 2.0 * u * d * cfg.vocab_size  # output projection
+
+
 def masked_frames_expected(frames: int, mask_prob: float) -> float:
     """About how many frames span masking covers (the caller passes the real count when it has it)."""
     return min(frames, mask_prob * frames)
@@ -62,7 +72,7 @@ def head_flops(cfg: HubertConfig | Wav2Vec2Config | BestRqConfig, frames: int, m
     if isinstance(cfg, BestRqConfig):  # a softmax head per codebook on the masked frames
         return 2.0 * masked * dim * cfg.num_codebooks * cfg.codebook_size
     if isinstance(cfg, FineTuneConfig):  # CTC/seq2seq: CTC logits on every frame; classify: one row
-        return 2.0 * frames * dim * len(cfg.vocab) if cfg.head != "classify" else 0.0  # seq2seq: decoder not counted
+        return 2.0 * frames * dim * len(cfg.vocab) if cfg.head != "classify" else 0.0  # the decoder: decoder_flops
     if isinstance(cfg, HubertConfig):
         sets = len(cfg.num_classes) if cfg.untie_final_proj else 1
         projection = 2.0 * frames * dim * cfg.final_dim * sets
@@ -76,12 +86,16 @@ def head_flops(cfg: HubertConfig | Wav2Vec2Config | BestRqConfig, frames: int, m
 
 
 def forward_flops(
-    cfg: HubertConfig | Wav2Vec2Config | BestRqConfig, sample_lengths: Iterable[int], masked_frames: float | None = None
+    cfg: HubertConfig | Wav2Vec2Config | BestRqConfig,
+    sample_lengths: Iterable[int],
+    masked_frames: float | None = None,
+    label_lengths: Iterable[int] | None = None,
 ) -> float:
     """FLOPs of one forward pass over utterances of these lengths (samples).
 
     `masked_frames`: the batch's masked-frame count (wav2vec 2.0's heads work on masked frames only);
-    None estimates it from the mask probability.
+    None estimates it from the mask probability. `label_lengths`: each utterance's target tokens, for a
+    seq2seq fine-tuning head's decoder (fed sos + labels); None leaves the decoder out.
     """
     lengths = [int(s) for s in sample_lengths]
     fronts = [extractor_flops(cfg.encoder, s) for s in lengths]
@@ -92,13 +106,19 @@ def forward_flops(
     for conv, t in fronts:
         share = masked_frames * t / total_frames if total_frames else 0.0  # this utterance's masked frames
         flops += conv + transformer_flops(cfg.encoder, t) + head_flops(cfg, t, share)
+    if isinstance(cfg, FineTuneConfig) and cfg.head == "seq2seq" and label_lengths is not None:
+        decoder = seq2seq_config(cfg)
+        flops += sum(decoder_flops(decoder, n + 1, t) for n, (_, t) in zip(label_lengths, fronts, strict=True))
     if isinstance(cfg, BestRqConfig):  # its targets are computed from the audio in forward (no gradient)
         flops += sum(bestrq_target_flops(cfg, s, t) for s, (_, t) in zip(lengths, fronts))
     return flops
 
 
 def training_flops(
-    cfg: HubertConfig | Wav2Vec2Config | BestRqConfig, sample_lengths: Iterable[int], masked_frames: float | None = None
+    cfg: HubertConfig | Wav2Vec2Config | BestRqConfig,
+    sample_lengths: Iterable[int],
+    masked_frames: float | None = None,
+    label_lengths: Iterable[int] | None = None,
 ) -> float:
     """FLOPs of one forward and backward pass (3x the forward)."""
-    return TRAINING_FACTOR * forward_flops(cfg, sample_lengths, masked_frames)
+    return TRAINING_FACTOR * forward_flops(cfg, sample_lengths, masked_frames, label_lengths)
