@@ -14,8 +14,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ssl_audio.models.bestrq import MEL_BINS, MEL_HOP, MEL_WINDOW, BestRqConfig
+from ssl_audio.models.ctc import target_lengths
 from ssl_audio.models.encoder import EncoderConfig
-from ssl_audio.models.finetune import FineTuneConfig, seq2seq_config
+from ssl_audio.models.finetune import LABEL_PAD, FineTuneConfig, seq2seq_config
 from ssl_audio.models.hubert import HubertConfig
 from ssl_audio.models.seq2seq import Seq2SeqConfig
 from ssl_audio.models.wav2vec2 import Wav2Vec2Config
@@ -51,6 +52,13 @@ def decoder_flops(cfg: Seq2SeqConfig, positions: int, frames: int) -> float:
     cross = 2.0 * u * 2 * d * d + 2.0 * t * cfg.memory_dim * 2 * d + 4.0 * u * t * d  # Q, out; K V of the memory
     ffn = 2.0 * u * 2 * d * cfg.ffn
     return cfg.layers * (self_attention + cross + ffn) + 2.0 * u * d * cfg.vocab_size  # output projection
+
+
+def decoder_label_lengths(cfg: object, labels: list) -> list[int] | None:
+    """Target tokens per utterance of a host batch's labels when `cfg` has a seq2seq decoder, else None."""
+    if not isinstance(cfg, FineTuneConfig) or cfg.head != "seq2seq" or not labels:
+        return None
+    return target_lengths(labels[0], LABEL_PAD).tolist()
 
 
 def masked_frames_expected(frames: int, mask_prob: float) -> float:

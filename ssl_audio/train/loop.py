@@ -32,9 +32,7 @@ from ssl_audio.data.manifest import Manifest, has_split, load_split
 from ssl_audio.data.mixing import Mixer
 from ssl_audio.data.pipeline import make_loader
 from ssl_audio.finetune.targets import UtteranceTargets, check_uncropped, load_targets, target_vocab, too_long
-from ssl_audio.models.ctc import target_lengths
-from ssl_audio.models.finetune import LABEL_PAD, FineTuneConfig
-from ssl_audio.models.flops import TRAINING_FACTOR, forward_flops
+from ssl_audio.models.flops import TRAINING_FACTOR, decoder_label_lengths, forward_flops
 from ssl_audio.models.loading import load_weights
 from ssl_audio.models.output import Output
 from ssl_audio.models.registry import FAMILIES, Family, build_model, family_config, resolved_model
@@ -87,13 +85,6 @@ def update_flops(
     # wav2vec 2.0's heads are linear in the masked-frame count
     per_masked = forward_flops(family_cfg, lengths, masked_frames=1, label_lengths=label_lengths) - base
     return TRAINING_FACTOR * (base + per_masked * masked_frames.float())
-
-
-def decoder_label_lengths(family_cfg: object, batch: Batch) -> list[int] | None:
-    """Target tokens per utterance of a host batch when the family has a seq2seq decoder, else None."""
-    if not isinstance(family_cfg, FineTuneConfig) or family_cfg.head != "seq2seq" or not batch.labels:
-        return None
-    return target_lengths(batch.labels[0], LABEL_PAD).tolist()
 
 
 def forward_batch(
@@ -398,7 +389,7 @@ def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> Tr
             if train_targets is not None:
                 batch = train_targets.attach(batch)
             lengths = batch.lengths.tolist()  # still on the host
-            label_lengths = decoder_label_lengths(family_cfg, batch)
+            label_lengths = decoder_label_lengths(family_cfg, batch.labels)
             batch = batch.to(device)
             if mixer is not None:  # targets stay the primary's: only the waves change
                 batch = mixer(batch, batch_generator(cfg.seed + 1, step, batch, torch.device("cpu")))
