@@ -187,15 +187,20 @@ def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
-def from_dict(values: dict, overrides: list[str] | tuple[str, ...] = (), *, schema: type[T]) -> T:
-    """Build `schema` from a nested dict plus `key.sub=value` overrides (values parsed as YAML)."""
+def with_overrides(values: dict, overrides: list[str] | tuple[str, ...]) -> dict:
+    """A copy of the nested dict `values` with `key.sub=value` overrides (values parsed as YAML) applied."""
     values = copy.deepcopy(values)  # overrides must never reach into the caller's nested dicts
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ValueError(f"config override {item!r}: expected key=value, e.g. data.max_samples=32000")
         _set_dotted(values, key.strip(), _parse_override_value(item, raw))
-    return _build(schema, values)
+    return values
+
+
+def from_dict(values: dict, overrides: list[str] | tuple[str, ...] = (), *, schema: type[T]) -> T:
+    """Build `schema` from a nested dict plus `key.sub=value` overrides (values parsed as YAML)."""
+    return _build(schema, with_overrides(values, overrides))
 
 
 def load_config(

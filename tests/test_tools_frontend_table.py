@@ -29,6 +29,22 @@ def test_hubert_recipe_is_cut_to_round_one_with_the_budgeted_updates(tmp_path: P
     assert cfg["run_dir"] == str(tmp_path / "arm")
 
 
+def test_seed_and_overrides_reach_the_pretraining_section_only(tmp_path: Path) -> None:
+    sets = ("data.mixing.prob=0.5", "optim.lr=1e-4")
+    cfg = yaml.safe_load(
+        table.arm_recipe("recipes/tiny_wavlm_logmel.yaml", True, tmp_path / "a", 10, 7, sets).read_text()
+    )
+    assert cfg["pretrain"]["seed"] == 7 and cfg["seed"] == 0  # the k-means labels keep the recipe's seed
+    assert cfg["pretrain"]["data"]["mixing"] == {"prob": 0.5, "noise_prob": 0.5, "noise_manifest": "data/noise"}
+    assert cfg["pretrain"]["optim"]["lr"] == 1e-4
+    cfg = yaml.safe_load(
+        table.arm_recipe("recipes/tiny_wav2vec2_logmel.yaml", False, tmp_path / "b", 10, 3, sets[1:]).read_text()
+    )
+    assert cfg["seed"] == 3 and cfg["optim"]["lr"] == 1e-4 and cfg["train"]["max_updates"] == 10
+    with pytest.raises(ValueError, match="expected key=value"):
+        table.arm_recipe("recipes/tiny_bestrq.yaml", False, tmp_path / "c", 10, None, ("optim.lr",))
+
+
 def test_metric_is_found_at_the_top_or_one_level_down() -> None:
     assert table.find_metric({"accuracy": 0.5}, "accuracy") == 0.5
     assert table.find_metric({"task": "ctc", "metrics": {"cer": 0.7}}, "cer") == 0.7

@@ -91,7 +91,8 @@ FRONTENDS = {
     "conv": ConvFrontendConfig(),
     "logmel+whisper-stem": LogMelFrontendConfig(width=512),
     "logmel+conv2d-stem": LogMelFrontendConfig(features="kaldi", stem="conv2d", width=512, normalize="utterance"),
-    "patch": PatchFrontendConfig(),
+    "patch 16x16": PatchFrontendConfig(),
+    "patch 16x4": PatchFrontendConfig(patch_time=4),  # 16 bins x 4 frames: 25 Hz, as tiny_hubert_patch.yaml
 }
 
 
@@ -170,13 +171,14 @@ class Runner:
         self.steps_done += 1
         return elapsed, cpu, prepare_s, bool(torch.isfinite(loss))
 
-    def profile(self) -> None:
+    def profile(self, *, bf16: bool = False) -> None:
         """One more step under torch.profiler: the 10 ops with the most self CPU time."""
         from torch.profiler import ProfilerActivity, profile
 
         with profile(activities=[ProfilerActivity.CPU]) as prof:
-            self.step()
-        print(f"\n### profile: {self.case.label} (one step, top 10 ops by self CPU time)\n")
+            self.step(bf16=bf16)
+        label = replace(self.case, bf16=bf16).label
+        print(f"\n### profile: {label} (one step, top 10 ops by self CPU time)\n")
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=10, max_name_column_width=48))
 
 
@@ -235,6 +237,8 @@ def run_family(
     if profile:
         for runner in runners:
             runner.profile()
+        for case in (c for c in cases if c.bf16):
+            next(r for r in runners if r.case == replace(case, bf16=False)).profile(bf16=True)
     results = [recorder.result() for recorder in recorders]
     del runners
     gc.collect()

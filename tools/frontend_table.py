@@ -23,6 +23,8 @@ from pathlib import Path
 
 import yaml
 
+from ssl_audio.configs import with_overrides
+
 DEMO = Path("data/demo")
 # arm: (recipe, objective runs through hubert-iterate)
 ARMS = {
@@ -31,8 +33,12 @@ ARMS = {
     "hubert_patch": ("recipes/tiny_hubert_patch.yaml", True),
     "wav2vec2_wave": ("recipes/tiny_wav2vec2.yaml", False),
     "wav2vec2_logmel": ("recipes/tiny_wav2vec2_logmel.yaml", False),
+    "wav2vec2_patch": ("recipes/tiny_wav2vec2_patch.yaml", False),
+    "whisper_tiny": ("recipes/tiny_hubert_whisper.yaml", True),  # HuBERT's objective, Whisper tiny's shape
+    "wavlm_logmel": ("recipes/tiny_wavlm_logmel.yaml", True),  # mixes in data/noise (made when missing)
     "bestrq": ("recipes/tiny_bestrq.yaml", False),
 }
+NOISE = Path("data/noise")
 CALIBRATION_UPDATES = 40
 RATE = re.compile(r"audio_seconds_per_second=([0-9.]+)")
 
@@ -62,12 +68,21 @@ def last_rate(log: Path) -> float:
     return float(rates[-1])
 
 
-def arm_recipe(recipe: str, iterate: bool, run_dir: Path, updates: int) -> Path:
-    """The recipe, cut to one round (hubert-iterate) with `updates` updates, written beside the run."""
+def arm_recipe(
+    recipe: str, iterate: bool, run_dir: Path, updates: int, seed: int | None = None, overrides: tuple[str, ...] = ()
+) -> Path:
+    """The recipe, cut to one round (hubert-iterate) with `updates` updates, the pretraining `seed` (None: the
+    recipe's) and dotted `overrides` of its pretraining section, written beside the run."""
     cfg = yaml.safe_load(Path(recipe).read_text())
     cfg["run_dir"] = str(run_dir)
     train = {"max_updates": updates, "valid_every": updates, "save_every": updates, "log_every": 20}
+    if iterate:
+        cfg["pretrain"] = with_overrides(cfg["pretrain"], overrides)
+    else:
+        cfg = with_overrides(cfg, overrides)
     pretrain = cfg["pretrain"] if iterate else cfg
+    if seed is not None:  # the model's init, masks and batches; the k-means labels keep the recipe's seed
+        pretrain["seed"] = seed
     pretrain.setdefault("train", {}).update(train)
     sched = pretrain.setdefault("schedule", {})
     sched["warmup_updates"] = min(sched.get("warmup_updates", 50), max(1, updates // 10))
@@ -87,19 +102,25 @@ def batch_seconds(recipe: str, iterate: bool) -> float:
     return float((cfg["pretrain"] if iterate else cfg)["data"]["max_batch_seconds"])
 
 
-def train_arm(name: str, out: Path, budget: float) -> dict:
+def train_arm(name: str, out: Path, budget: float, seed: int | None = None, overrides: tuple[str, ...] = ()) -> dict:
     recipe, iterate = ARMS[name]
     verb = "hubert-iterate" if iterate else "pretrain"
     done = out / name / "arm.json"
     if done.exists():
         return json.loads(done.read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    if "wavlm" in name and not (NOISE / "train.tsv").exists():
+        run([sys.executable, "tools/make_noise_manifest.py", "--out", str(NOISE)], out / "noise.log")
     calib = out / "calibration" / name
-    run(["ssl-audio", verb, str(arm_recipe(recipe, iterate, calib, CALIBRATION_UPDATES))], calib.with_suffix(".log"))
+    calib_recipe = arm_recipe(recipe, iterate, calib, CALIBRATION_UPDATES, seed, overrides)
+    run(["ssl-audio", verb, str(calib_recipe)], calib.with_suffix(".log"))
     rate = last_rate(calib.with_suffix(".log"))
     updates = updates_for_budget(budget, rate, batch_seconds(recipe, iterate))
-    minutes = run(["ssl-audio", verb, str(arm_recipe(recipe, iterate, out / name, updates))], out / f"{name}.log")
+    recipe_path = arm_recipe(recipe, iterate, out / name, updates, seed, overrides)
+    minutes = run(["ssl-audio", verb, str(recipe_path)], out / f"{name}.log")
     step = newest(out / name / "iter1" / "model" if iterate else out / name)
-    info = {"updates": updates, "cpu_minutes": round(minutes, 2), "calibrated_rate": rate, "checkpoint": str(step)}
+    info = {"updates": updates, "cpu_minutes": round(minutes, 2), "calibrated_rate": rate, "checkpoint": str(step),
+            "seed": seed, "overrides": list(overrides)}  # fmt: skip
     done.write_text(json.dumps(info))
     return info
 
@@ -151,6 +172,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="runs/frontend_table")
     parser.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated subset of {list(ARMS)}")
     parser.add_argument("--no-baselines", action="store_true", help="skip random init and MFCC (another run has them)")
+    parser.add_argument("--seed", type=int, help="pretraining seed of every arm (default: the recipe's); new --out")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="dotted override of every arm's pretraining section, e.g. data.mixing.prob=0.5 (repeatable; new --out)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     out = Path(args.out)
     arms = args.arms.split(",")
@@ -159,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--arms: unknown {unknown}; choose from {list(ARMS)}")
     results = {}
     for name in arms:
-        info = train_arm(name, out, args.budget_minutes)
+        info = train_arm(name, out, args.budget_minutes, args.seed, tuple(args.set))
         info["scores"] = probe(name, ["--checkpoint", info["checkpoint"]], out)
         results[name] = info
         (out / "results.json").write_text(json.dumps(results, indent=1))

@@ -19,6 +19,8 @@ FRONTENDS = {
     "whisper-stem": (LogMelFrontendConfig(features="kaldi", stem="whisper", width=8), 320, 1040),
     "conv2d-stem": (LogMelFrontendConfig(features="kaldi", stem="conv2d", width=32, num_mels=16), 640, 1360),
     "patch": (PatchFrontendConfig(num_mels=32, dim=8, normalize="none"), 2560, 2800),
+    # 16 bins x 4 mel frames: hop 4 x 160, window 400 + 3 x 160
+    "patch-16x4": (PatchFrontendConfig(num_mels=32, patch_time=4, dim=8, normalize="none"), 640, 880),
 }
 
 
@@ -88,6 +90,22 @@ def test_patch_tokens_time_major_and_the_frame_view_by_hand() -> None:
             torch.testing.assert_close(sequence[t * 2 + f], expected, atol=1e-4, rtol=1e-5)
         view = (nn.functional.gelu(sequence[2 * t]) + nn.functional.gelu(sequence[2 * t + 1])) / 2
         torch.testing.assert_close(frames[0, t], view, atol=1e-6, rtol=1e-6)
+
+
+def test_rectangular_patches_cover_patch_time_frames_by_patch_bins_by_hand() -> None:
+    torch.manual_seed(3)
+    frontend = PatchFrontend(PatchFrontendConfig(num_mels=32, patch=16, patch_time=4, dim=4)).eval()
+    wave = torch.randn(1, 880 + 4 * 640)  # 5 time steps of 4 mel frames
+    with torch.no_grad():
+        mel = frontend.mel(wave, None)[0]
+        tokens, _ = frontend.tokens(wave)
+    assert frontend.embed.weight.shape == (4, 1, 4, 16) and tokens.shape == (1, 5, 2, 4)
+    weight, bias = frontend.embed.weight[:, 0], frontend.embed.bias
+    for t in range(5):
+        for f in range(2):
+            patch = mel[4 * t : 4 * (t + 1), 16 * f : 16 * (f + 1)]
+            expected = (weight * patch).sum(dim=(1, 2)) + bias + frontend.band_embedding[f]
+            torch.testing.assert_close(tokens[0, t, f], expected, atol=1e-4, rtol=1e-5)
 
 
 def test_random_patch_masking_masks_exactly_the_ratio_of_valid_tokens() -> None:
