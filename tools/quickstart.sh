@@ -34,8 +34,11 @@ done
 
 source tools/setup_env.sh
 
-# SSL_AUDIO_TORCH_THREADS=1 (torch threads per command) helps on a machine whose cores other jobs keep busy: each
-# op's second thread waits for a core. Not chosen here from the load: the same command should give the same table.
+# One torch thread per command unless SSL_AUDIO_TORCH_THREADS says otherwise: the tiny models are too small for a
+# second one, and the data worker needs a core. On 2 idle cores one thread trained 91 audio-s/s against 72 with two,
+# and probe features ran 100 utt/s against 60. A fixed choice, not one from the load: the same command gives the same
+# table (the thread count changes float sums, so the table differs from a run with another count in the last digits).
+export SSL_AUDIO_TORCH_THREADS=${SSL_AUDIO_TORCH_THREADS:-1}
 
 demo=data/demo
 if [ ! -f "$demo/corpus.json" ]; then
