@@ -45,6 +45,24 @@ def test_seed_and_overrides_reach_the_pretraining_section_only(tmp_path: Path) -
         table.arm_recipe("recipes/tiny_bestrq.yaml", False, tmp_path / "c", 10, None, ("optim.lr",))
 
 
+def test_the_noise_manifest_is_made_only_for_a_recipe_that_mixes_noise_and_lacks_it(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    calls = []
+    monkeypatch.setattr(table, "run", lambda cmd, log, **_: calls.append(cmd))
+    recipe = yaml.safe_load(Path("recipes/tiny_wavlm_logmel.yaml").read_text())
+    noise = tmp_path / "noise"
+    recipe["pretrain"]["data"]["mixing"]["noise_manifest"] = str(noise)
+    path = tmp_path / "wavlm.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    table.make_noise_manifest("recipes/tiny_hubert_logmel.yaml", True, tmp_path / "log")  # no mixing
+    assert calls == []
+    table.make_noise_manifest(str(path), True, tmp_path / "log")
+    assert calls and calls[0][1:] == ["tools/make_noise_manifest.py", "--out", str(noise)]
+    noise.mkdir()
+    (noise / "train.tsv").write_text("")
+    table.make_noise_manifest(str(path), True, tmp_path / "log")
+    assert len(calls) == 1  # present: not made again
+
+
 def test_metric_is_found_at_the_top_or_one_level_down() -> None:
     assert table.find_metric({"accuracy": 0.5}, "accuracy") == 0.5
     assert table.find_metric({"task": "ctc", "metrics": {"cer": 0.7}}, "cer") == 0.7

@@ -228,8 +228,9 @@ def run_family(
         shift = step % len(runners)
         for runner, recorder in zip(runners[shift:] + runners[:shift], recorders[shift:] + recorders[:shift]):
             recorder.run(runner, timed=step >= warmup)
-    for case in (c for c in cases if c.bf16):
-        runner = next(r for r in runners if r.case == replace(case, bf16=False))
+    # a bf16 row steps its fp32 row's model
+    bf16_rows = [(c, next(r for r in runners if r.case == replace(c, bf16=False))) for c in cases if c.bf16]
+    for case, runner in bf16_rows:
         recorder = Recorder(case, batch.audio_seconds)
         for step in range(bf16_warmup + bf16_steps):
             recorder.run(runner, timed=step >= bf16_warmup)
@@ -237,10 +238,10 @@ def run_family(
     if profile:
         for runner in runners:
             runner.profile()
-        for case in (c for c in cases if c.bf16):
-            next(r for r in runners if r.case == replace(case, bf16=False)).profile(bf16=True)
+        for _, runner in bf16_rows:
+            runner.profile(bf16=True)
     results = [recorder.result() for recorder in recorders]
-    del runners
+    del runners, bf16_rows
     gc.collect()
     return results
 

@@ -35,10 +35,9 @@ ARMS = {
     "wav2vec2_logmel": ("recipes/tiny_wav2vec2_logmel.yaml", False),
     "wav2vec2_patch": ("recipes/tiny_wav2vec2_patch.yaml", False),
     "whisper_tiny": ("recipes/tiny_hubert_whisper.yaml", True),  # HuBERT's objective, Whisper tiny's shape
-    "wavlm_logmel": ("recipes/tiny_wavlm_logmel.yaml", True),  # mixes in data/noise (made when missing)
+    "wavlm_logmel": ("recipes/tiny_wavlm_logmel.yaml", True),  # mixes in its noise manifest (made when missing)
     "bestrq": ("recipes/tiny_bestrq.yaml", False),
 }
-NOISE = Path("data/noise")
 CALIBRATION_UPDATES = 40
 RATE = re.compile(r"audio_seconds_per_second=([0-9.]+)")
 
@@ -97,9 +96,20 @@ def arm_recipe(
     return path
 
 
-def batch_seconds(recipe: str, iterate: bool) -> float:
+def pretrain_data(recipe: str, iterate: bool) -> dict:
     cfg = yaml.safe_load(Path(recipe).read_text())
-    return float((cfg["pretrain"] if iterate else cfg)["data"]["max_batch_seconds"])
+    return (cfg["pretrain"] if iterate else cfg)["data"]
+
+
+def batch_seconds(recipe: str, iterate: bool) -> float:
+    return float(pretrain_data(recipe, iterate)["max_batch_seconds"])
+
+
+def make_noise_manifest(recipe: str, iterate: bool, log: Path) -> None:
+    """The recipe's mixing noise manifest (WavLM), made by tools/make_noise_manifest.py when it is missing."""
+    noise = (pretrain_data(recipe, iterate).get("mixing") or {}).get("noise_manifest")
+    if noise and not (Path(noise) / "train.tsv").exists():
+        run([sys.executable, "tools/make_noise_manifest.py", "--out", noise], log)
 
 
 def train_arm(name: str, out: Path, budget: float, seed: int | None = None, overrides: tuple[str, ...] = ()) -> dict:
@@ -109,8 +119,7 @@ def train_arm(name: str, out: Path, budget: float, seed: int | None = None, over
     if done.exists():
         return json.loads(done.read_text())
     out.mkdir(parents=True, exist_ok=True)
-    if "wavlm" in name and not (NOISE / "train.tsv").exists():
-        run([sys.executable, "tools/make_noise_manifest.py", "--out", str(NOISE)], out / "noise.log")
+    make_noise_manifest(recipe, iterate, out / "noise.log")
     calib = out / "calibration" / name
     calib_recipe = arm_recipe(recipe, iterate, calib, CALIBRATION_UPDATES, seed, overrides)
     run(["ssl-audio", verb, str(calib_recipe)], calib.with_suffix(".log"))
