@@ -39,6 +39,9 @@ REFUSED = [
     ("data.mixing.noise_prob=-0.1", "-0.1", PROBABILITY),
     ("data.mixing.max_overlap=0", "0.0", "must be in (0, 1], got {}"),
     ("data.mixing.noise_max_seconds=-1", "-1.0", POSITIVE),
+    ("data.conditions.reverb_prob=1.5", "1.5", PROBABILITY),
+    ("data.conditions.channel_prob=-0.5", "-0.5", PROBABILITY),
+    ("data.conditions.max_rir_seconds=0", "0.0", POSITIVE),
     ("optim.lr=0", "0.0", POSITIVE),
     ("optim.lr=-1e-3", "-0.001", POSITIVE),
     ("optim.lr=.nan", "nan", POSITIVE),
@@ -93,6 +96,10 @@ def test_out_of_range_values_name_the_key_and_the_range(override: str, shown: st
             "data.mixing.speech_ratio_db=[5, -5]",
             "config key 'data.mixing.speech_ratio_db': must be (low, high) with low <= high, got (5.0, -5.0)",
         ),
+        (
+            "data.conditions.lowpass_hz=[3400, 8000]",
+            "config key 'data.conditions.lowpass_hz': must stay below Nyquist (8000 Hz), got (3400.0, 8000.0)",
+        ),
     ],
 )
 def test_tuples_are_checked_item_by_item(override: str, message: str):
@@ -105,6 +112,7 @@ def test_the_edges_of_every_range_are_allowed():
     edges = [
         "data.max_samples=1", "data.num_buckets=0", "data.num_workers=0", "data.target_lufs=0",
         "data.target_lufs=-70", "data.mixing.prob=1", "data.mixing.noise_prob=0", "data.mixing.max_overlap=1",
+        "data.conditions.reverb_prob=1", "data.conditions.channel_prob=0", "data.conditions.lowpass_hz=[3400, 7999]",
         "optim.betas=[0, 0.999999]", "optim.weight_decay=0", "optim.clip_norm=0", "optim.lr=1e-12",
         "schedule.warmup_updates=0", "schedule.end_lr_ratio=1", "schedule.init_lr_scale=0",
         "schedule.final_lr_scale=1", "schedule.phase_ratios=[0, 0, 1]", "schedule.phase_ratios=[0.05, 0.45, 0.5]",

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ssl_audio.checks import require_count, require_positive, require_range
+from ssl_audio.data.conditions import ConditionsConfig
 from ssl_audio.data.mixing import MixingConfig
 
 
@@ -27,6 +28,7 @@ class DataConfig:
     valid_labels: tuple[str, ...] = ()  # the same label sets for valid.tsv
     label_rate: float | None = None  # Hz, for headerless fairseq .km label files (ours carry it in their header)
     mixing: MixingConfig = field(default_factory=MixingConfig)  # WavLM's denoising mixtures (training only)
+    conditions: ConditionsConfig = field(default_factory=ConditionsConfig)  # reverberation, channel (training only)
 
     def __post_init__(self) -> None:
         require_count(self, "max_samples")

@@ -26,6 +26,7 @@ from accelerate.utils import DistributedDataParallelKwargs, broadcast_object_lis
 from ssl_audio.audio import MIN_SAMPLES, SAMPLE_RATE
 from ssl_audio.configs import save_config, to_dict
 from ssl_audio.data.collate import Batch
+from ssl_audio.data.conditions import Conditioner
 from ssl_audio.data.labels import load_labels
 from ssl_audio.data.loader import ResumableLoader, set_epoch
 from ssl_audio.data.manifest import Manifest, has_split, load_split
@@ -368,6 +369,7 @@ def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> Tr
         return path
 
     mixer = Mixer(data.mixing, device) if data.mixing.prob > 0 else None
+    conditioner = Conditioner(data.conditions) if data.conditions.enabled else None
     result = TrainResult(step=step, epoch=epoch, skipped=skipped)
     stream = batch_stream(loader, epoch)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -393,6 +395,8 @@ def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> Tr
             batch = batch.to(device)
             if mixer is not None:  # targets stay the primary's: only the waves change
                 batch = mixer(batch, batch_generator(cfg.seed + 1, step, batch, torch.device("cpu")))
+            if conditioner is not None:  # after mixing: the room and the microphone hear the whole mixture
+                batch = conditioner(batch, batch_generator(cfg.seed + 2, step, batch, torch.device("cpu")))
             sync = contextlib.nullcontext() if micro == grad_accum - 1 else accelerator.no_sync(model)
             with sync:
                 with accelerator.autocast():

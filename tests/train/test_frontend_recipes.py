@@ -104,3 +104,17 @@ def test_recipe_resumes_exactly(name: str, corpus: Path, energy_labels, tmp_path
     second = recipe_config(name, corpus, tmp_path / "b", energy_labels, "train.max_updates=4")
     assert train(second, resume="auto").step == 4
     assert_identical(final_params(tmp_path / "a"), final_params(tmp_path / "b"))
+
+
+def test_conditions_change_training_and_resume_exactly(corpus: Path, energy_labels, tmp_path: Path) -> None:  # noqa: ANN001
+    """Reverberation and channel colouring reach the model's input, drawn from (seed, step): a resumed run redraws
+    them alike."""
+    conditions = ("data.conditions.reverb_prob=0.5", "data.conditions.channel_prob=0.5", "train.max_updates=4")
+    name = "tiny_hubert_logmel"
+    train(recipe_config(name, corpus, tmp_path / "plain", energy_labels, "train.max_updates=4"))
+    train(recipe_config(name, corpus, tmp_path / "a", energy_labels, *conditions))
+    assert train(recipe_config(name, corpus, tmp_path / "b", energy_labels, *conditions, "train.stop_at=2")).step == 2
+    assert train(recipe_config(name, corpus, tmp_path / "b", energy_labels, *conditions), resume="auto").step == 4
+    assert_identical(final_params(tmp_path / "a"), final_params(tmp_path / "b"))
+    plain, conditioned = final_params(tmp_path / "plain"), final_params(tmp_path / "a")
+    assert any(not torch.equal(plain[key], conditioned[key]) for key in plain)
