@@ -53,7 +53,7 @@ def test_the_noise_manifest_is_made_only_for_a_recipe_that_mixes_noise_and_lacks
     recipe["pretrain"]["data"]["mixing"]["noise_manifest"] = str(noise)
     path = tmp_path / "wavlm.yaml"
     path.write_text(yaml.safe_dump(recipe))
-    table.make_noise_manifest("recipes/tiny_hubert_logmel.yaml", True, tmp_path / "log")  # no mixing
+    table.make_noise_manifest("recipes/tiny_wav2vec2_logmel.yaml", False, tmp_path / "log")  # no mixing
     assert calls == []
     table.make_noise_manifest(str(path), True, tmp_path / "log")
     assert calls and calls[0][1:] == ["tools/make_noise_manifest.py", "--out", str(noise)]

@@ -110,7 +110,9 @@ def training_steps(c: Control) -> list[Step]:
             # fresh label heads (new k-means), the learning rate warmed up again: as recipes/continue_pretraining.yaml
             argv = (*SSL_AUDIO, "hubert-iterate", c.recipe, *common, f"pretrain.seed={c.seed}",
                     f"pretrain.model.family={c.family}", f"pretrain.data.manifest_dir={c.manifest_dir(arm)}",
-                    "pretrain.init.reset_heads=true", "pretrain.init.rewarm=true", *c.overrides, round_)  # fmt: skip
+                    "pretrain.init.reset_heads=true", "pretrain.init.rewarm=true",
+                    "alignments=null",  # a recipe's phone alignments describe the clean corpus's files only
+                    *c.overrides, round_)  # fmt: skip
         else:
             argv = (*SSL_AUDIO, "pretrain", c.recipe, *common, f"init.checkpoint={c.start}",
                     f"data.manifest_dir={c.manifest_dir(arm)}", f"train.max_updates={c.updates}", *c.overrides,

@@ -22,11 +22,8 @@ while [ $# -gt 0 ]; do
 done
 # Log-mel (Whisper's features and conv1d stem, 50 Hz) by default: at equal CPU minutes it beat the waveform conv
 # stack on every probe (README, "Front-ends and objectives at equal CPU minutes"), and its step costs about half.
-case $frontend in
-  logmel) suffix=_logmel ;;
-  wave) suffix= ;;
-  *) echo "unknown frontend '$frontend' (logmel or wave)" >&2; exit 2 ;;
-esac
+source tools/quickstart_common.sh
+frontend_suffix "$frontend"
 [ "$families" = all ] && families=hubert,wav2vec2,wavlm
 for family in ${families//,/ }; do
   case $family in hubert|wav2vec2|wavlm) ;; *) echo "unknown family '$family'" >&2; exit 2 ;; esac
@@ -54,7 +51,6 @@ ssl-audio data-pass recipes/demo_data.yaml
 
 probes=runs/quickstart_probes$suffix
 cache="$probes/cache"
-newest() { ls -d "$1"/step_* | sort | tail -n 1; }
 probe_all() {  # name, then the featurizer arguments
   local name=$1; shift
   ssl-audio probe classify "$@" --train "$demo/keywords_train.tsv" --test "$demo/keywords_test.tsv" \
@@ -79,6 +75,8 @@ first=  # the first trained model: the random-init baseline takes its architectu
 for family in ${families//,/ }; do
   case $family in
     hubert)  # iteration 1 learns k-means labels of MFCCs, iteration 2 those of its own layer
+      # the log-mel recipe mixes noise into its inputs (multi-condition pretraining, targets from clean audio)
+      [ -f data/noise/train.tsv ] || python tools/make_noise_manifest.py --out data/noise
       ssl-audio hubert-iterate recipes/tiny_hubert$suffix.yaml
       first=${first:-$(newest checkpoints/tiny_hubert$suffix/iter1/model)}
       probe_all hubert_iter1 --checkpoint "$(newest checkpoints/tiny_hubert$suffix/iter1/model)"

@@ -14,13 +14,13 @@ case ${1:-} in
   "") ;;
   *) echo "usage: bash tools/quickstart_layers.sh [--frontend logmel|wave]" >&2; exit 2 ;;
 esac
-case $frontend in logmel) suffix=_logmel ;; wave) suffix= ;; *) echo "unknown frontend '$frontend'" >&2; exit 2 ;; esac
+source tools/quickstart_common.sh
+frontend_suffix "$frontend"
 
 source .venv/bin/activate
 demo=data/demo
 cache=runs/quickstart_probes$suffix/cache
 out=runs/quickstart_layers$suffix
-newest() { ls -d "$1"/step_* | sort | tail -n 1; }
 iter1=$(newest "checkpoints/tiny_hubert$suffix/iter1/model")
 iter2=$(newest "checkpoints/tiny_hubert$suffix/iter2/model")
 declare -A source=(

@@ -85,7 +85,10 @@ def quality_against_alignments(
     corpus = Path(alignments_path).resolve().parent
     phones = []
     for rel in manifest_paths:
-        key = str((Path(manifest_root) / rel).resolve().relative_to(corpus))
+        audio = (Path(manifest_root) / rel).resolve()
+        if not audio.is_relative_to(corpus):
+            raise ValueError(f"{alignments_path}: describes {corpus}, but {audio} is outside it (drop `alignments`)")
+        key = str(audio.relative_to(corpus))
         if key not in alignments:
             raise ValueError(f"{alignments_path}: no alignment for {key}")
         phones.append(frame_labels(alignments[key], rate, window, offset))

@@ -11,7 +11,7 @@ Per row, independently (one (draws, B) block of uniforms from the caller's gener
   line, a 4th-order Butterworth high-pass at U(highpass_hz) times a 4th-order Butterworth low-pass at
   U(lowpass_hz) times a spectral tilt of U(tilt_db_per_octave) dB per octave about 1 kHz (amplitude dB).
 
-Both act in one FFT of length >= S + R + GUARD (a linear convolution, not a circular one; GUARD holds the
+Both act in one float32 FFT of length >= S + R + GUARD (a linear convolution, not a circular one; GUARD holds the
 zero-phase response's non-causal side). The output is cut to the row's valid length (a tail past the end is
 dropped: the utterance ends where it ended) and rescaled to the row's input mean power: the condition changes,
 the level does not. Padding stays zero; rows not drawn are bit-identical; a row quieter than SILENT_POWER is left
@@ -107,9 +107,11 @@ def room_impulse_response(rt60_s: Tensor, drr_db: Tensor, max_seconds: float, *,
 
 
 def channel_response(freqs_hz: Tensor, highpass_hz: Tensor, lowpass_hz: Tensor, tilt_db: Tensor) -> Tensor:
-    """(F,) Hz and (N,) corners and tilts -> (N, F) float64 magnitude responses (zero phase)."""
-    f = freqs_hz.double()[None, :]  # (1, F)
-    high, low, tilt = (x.double()[:, None] for x in (highpass_hz, lowpass_hz, tilt_db))  # (N, 1)
+    """(F,) Hz and (N,) corners and tilts -> (N, F) magnitude responses (zero phase), in the dtype of `freqs_hz`.
+
+    In float32 the high-pass term overflows to 0 near DC, where its gain is below 1e-30 anyway."""
+    f = freqs_hz[None, :]  # (1, F)
+    high, low, tilt = (x.to(freqs_hz.dtype)[:, None] for x in (highpass_hz, lowpass_hz, tilt_db))  # (N, 1)
     two_n = 2 * BUTTERWORTH_ORDER
     highpass = 1.0 / torch.sqrt(1.0 + (high / f.clamp(min=1e-6)) ** two_n)  # 0 at DC
     lowpass = 1.0 / torch.sqrt(1.0 + (f / low) ** two_n)
@@ -155,11 +157,11 @@ def condition_batch(
     rows = torch.nonzero(changed).squeeze(1)  # (M,) host
     taps = info.rirs.shape[1] if len(info.rirs) else 0
     size = _fast_length(num_samples + taps + GUARD)
-    spectrum = torch.fft.rfft(waves[rows.to(device)].double(), n=size)  # (M, F)
+    spectrum = torch.fft.rfft(waves[rows.to(device)].float(), n=size)  # (M, F) complex64: float32 is plenty
     response = torch.ones(spectrum.shape, dtype=spectrum.dtype, device=device)  # (M, F)
     reverberated = reverb[rows]  # (M,) host
     if reverberated.any():
-        response[reverberated.to(device)] = torch.fft.rfft(info.rirs.to(device), n=size)
+        response[reverberated.to(device)] = torch.fft.rfft(info.rirs.to(device, torch.float32), n=size)
     coloured = channel[rows]  # (M,) host
     if coloured.any():
         freqs = torch.fft.rfftfreq(size, d=1.0 / SAMPLE_RATE)  # (F,)
@@ -167,8 +169,8 @@ def condition_batch(
             freqs, info.highpass_hz[rows][coloured], info.lowpass_hz[rows][coloured],
             info.tilt_db_per_octave[rows][coloured],
         )  # fmt: skip
-        response[coloured.to(device)] *= gain.to(device)
-    out_rows = torch.fft.irfft(spectrum * response, n=size)[:, :num_samples]  # (M, S) float64
+        response[coloured.to(device)] *= gain.to(device, torch.float32)
+    out_rows = torch.fft.irfft(spectrum * response, n=size)[:, :num_samples].double()  # (M, S)
     row_lengths = host_lengths[rows].to(device)
     valid = ~padding_mask(row_lengths, num_samples)  # (M, S)
     out_rows = out_rows * valid

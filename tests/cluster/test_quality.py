@@ -143,3 +143,12 @@ def test_quality_uses_the_labels_own_frames(tmp_path):
     # against clusters 0, 1, 1, 0: cluster 1 holds an a and a sil, so phone purity (2 + 1) / 4
     assumed = quality_against_alignments(*args)
     assert (assumed.phone_purity, assumed.frames) == (0.75, 4)
+
+
+def test_audio_outside_the_alignments_corpus_is_named(tmp_path):
+    corpus, other = tmp_path / "corpus", tmp_path / "noisy"
+    corpus.mkdir()
+    write_alignments(corpus / "alignments.jsonl", [ALIGNMENT])
+    args = ([np.array([0, 1])], ["x.wav"], str(other), str(corpus / "alignments.jsonl"), 50.0)
+    with pytest.raises(ValueError, match=r"alignments\.jsonl: describes .*corpus, but .*noisy/x\.wav is outside it"):
+        quality_against_alignments(*args)

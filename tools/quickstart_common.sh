@@ -1,0 +1,13 @@
+# Sourced by tools/quickstart.sh and tools/quickstart_layers.sh: what both need to find the quickstart's runs.
+
+# The recipe / checkpoint / run-folder suffix of a front-end: log-mel recipes end in _logmel, the waveform ones
+# have none. Exits the calling script on an unknown name.
+frontend_suffix() {
+  case $1 in
+    logmel) suffix=_logmel ;;
+    wave) suffix= ;;
+    *) echo "unknown frontend '$1' (logmel or wave)" >&2; exit 2 ;;
+  esac
+}
+
+newest() { ls -d "$1"/step_* | sort | tail -n 1; }  # the newest step folder of a run
