@@ -73,6 +73,7 @@ from ssl_audio.nn.logmel_frontend import LogMelFrontendConfig
 from ssl_audio.nn.patch_frontend import PatchFrontendConfig
 from ssl_audio.train.config import OptimConfig
 from ssl_audio.train.hardware import bf16_units
+from ssl_audio.train.optimizer import make_adamw
 
 # AdamW as in the BASE recipes (OptimConfig's betas, eps and weight decay, here on every parameter) at a warm-up-sized
 # learning rate: the step time does not depend on it, and a model driven to divergence on random noise (the peak
@@ -150,9 +151,9 @@ class Runner:
         self.model, self.loss_fn, self.prepare = case.build(batch)
         self.model.train()
         adam = OptimConfig()
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=LEARNING_RATE, betas=adam.betas, eps=adam.eps, weight_decay=adam.weight_decay
-        )
+        groups = [{"params": list(self.model.parameters()), "weight_decay": adam.weight_decay}]
+        # every row gets the training loop's optimizer (fused AdamW): the rows differ only in their models
+        self.optimizer = make_adamw(groups, LEARNING_RATE, adam.betas, adam.eps, device=torch.device("cpu"))
         self.steps_done = 0
 
     def step(self, *, bf16: bool = False) -> tuple[float, float, float, bool]:

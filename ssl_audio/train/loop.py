@@ -47,6 +47,7 @@ from ssl_audio.train.checkpoint import (
 )
 from ssl_audio.train.config import Config, resolve_config
 from ssl_audio.train.hardware import bf16_units, check_fsdp, fsdp_requested
+from ssl_audio.train.optimizer import make_adamw
 from ssl_audio.train.param_groups import lr_scales
 from ssl_audio.train.peak import device_peak, utilisation
 from ssl_audio.train.resume_changes import check_resume_changes
@@ -268,7 +269,7 @@ def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> Tr
     groups = param_groups(model, o.weight_decay, lr=o.lr, scales=scales)  # by name: before compile renames
     if cfg.train.compile:
         model = torch.compile(model)
-    optimizer = torch.optim.AdamW(groups, lr=o.lr, betas=o.betas, eps=o.eps)
+    optimizer = make_adamw(groups, o.lr, o.betas, o.eps, device=device, sharded=fsdp_requested())
     updates_per_epoch = max(len(loader) // grad_accum, 1)
     total = cfg.train.max_updates
     if cfg.train.max_epochs is not None:
