@@ -68,3 +68,27 @@ def test_metric_is_found_at_the_top_or_one_level_down() -> None:
     assert table.find_metric({"task": "ctc", "metrics": {"cer": 0.7}}, "cer") == 0.7
     with pytest.raises(KeyError, match="'eer'"):
         table.find_metric({"accuracy": 0.5}, "eer")
+
+
+def test_the_log_mel_front_end_arm_trains_on_clean_inputs_and_the_mc_arm_as_its_recipe(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    written, real_recipe = {}, table.arm_recipe
+
+    def fake_recipe(recipe, iterate, run_dir, updates, seed=None, overrides=()):  # noqa: ANN001, ANN202
+        written[run_dir.name] = yaml.safe_load(
+            real_recipe(recipe, iterate, run_dir, updates, seed, overrides).read_text()
+        )
+        return run_dir.with_suffix(".yaml")
+
+    monkeypatch.setattr(table, "arm_recipe", fake_recipe)
+    monkeypatch.setattr(table, "run", lambda cmd, log, **_: 0.0)
+    monkeypatch.setattr(table, "last_rate", lambda log: 50.0)
+    monkeypatch.setattr(table, "newest", lambda folder: folder / "step_1")
+    for arm in ("hubert_logmel", "hubert_logmel_mc"):
+        (tmp_path / "out" / arm).mkdir(parents=True)  # what the (faked) training would make
+        table.train_arm(arm, tmp_path / "out", 0.1, overrides=("optim.lr=0.001",))
+    clean, mc = written["hubert_logmel"]["pretrain"], written["hubert_logmel_mc"]["pretrain"]
+    assert clean["data"]["mixing"]["prob"] == 0.0 and clean["data"]["conditions"]["reverb_prob"] == 0.0
+    assert clean["data"]["conditions"]["channel_prob"] == 0.0 and clean["optim"]["lr"] == 0.001  # --set still applies
+    recipe = yaml.safe_load(Path("recipes/tiny_hubert_logmel.yaml").read_text())["pretrain"]["data"]
+    assert mc["data"]["mixing"] == recipe["mixing"] and mc["data"]["conditions"] == recipe["conditions"]
+    assert recipe["mixing"]["prob"] > 0 and recipe["conditions"]["reverb_prob"] > 0

@@ -111,7 +111,7 @@ def training_steps(c: Control) -> list[Step]:
             argv = (*SSL_AUDIO, "hubert-iterate", c.recipe, *common, f"pretrain.seed={c.seed}",
                     f"pretrain.model.family={c.family}", f"pretrain.data.manifest_dir={c.manifest_dir(arm)}",
                     "pretrain.init.reset_heads=true", "pretrain.init.rewarm=true",
-                    "alignments=null",  # a recipe's phone alignments describe the clean corpus's files only
+                    "alignments=null",  # they describe the clean corpus's files only: both arms report alike
                     *c.overrides, round_)  # fmt: skip
         else:
             argv = (*SSL_AUDIO, "pretrain", c.recipe, *common, f"init.checkpoint={c.start}",

@@ -4,26 +4,30 @@
 #   bash tools/quickstart.sh                      # HuBERT (the default)
 #   bash tools/quickstart.sh --family wav2vec2    # or wavlm, or several: --family hubert,wavlm / --family all
 #   bash tools/quickstart.sh --frontend wave      # the waveform conv stack instead of log-mel (the default)
+#   bash tools/quickstart.sh --probe-seeds 3      # every probe head trained 3 times: mean, std and each
 # Re-running skips what is done (corpus, clustering stages, finished training, cached probe features).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 families=hubert
 frontend=logmel
+probe_seeds=1
 while [ $# -gt 0 ]; do
   case $1 in
     --family) families=${2:?--family needs hubert, wav2vec2, wavlm or all}; shift 2 ;;
     --family=*) families=${1#--family=}; shift ;;
     --frontend) frontend=${2:?--frontend needs logmel or wave}; shift 2 ;;
     --frontend=*) frontend=${1#--frontend=}; shift ;;
+    --probe-seeds) probe_seeds=${2:?--probe-seeds needs a count}; shift 2 ;;
+    --probe-seeds=*) probe_seeds=${1#--probe-seeds=}; shift ;;
     *) echo "usage: bash tools/quickstart.sh [--family hubert|wav2vec2|wavlm|all (comma-separated)]" \
-         "[--frontend logmel|wave]" >&2; exit 2 ;;
+         "[--frontend logmel|wave] [--probe-seeds N]" >&2; exit 2 ;;
   esac
 done
 # Log-mel (Whisper's features and conv1d stem, 50 Hz) by default: at equal CPU minutes it beat the waveform conv
 # stack on every probe (README, "Front-ends and objectives at equal CPU minutes"), and its step costs about half.
 source tools/quickstart_common.sh
-frontend_suffix "$frontend"
+set_frontend_suffix "$frontend"
 [ "$families" = all ] && families=hubert,wav2vec2,wavlm
 for family in ${families//,/ }; do
   case $family in hubert|wav2vec2|wavlm) ;; *) echo "unknown family '$family'" >&2; exit 2 ;; esac
@@ -54,14 +58,14 @@ cache="$probes/cache"
 probe_all() {  # name, then the featurizer arguments
   local name=$1; shift
   ssl-audio probe classify "$@" --train "$demo/keywords_train.tsv" --test "$demo/keywords_test.tsv" \
-    --out "$probes/keywords/$name" --cache "$cache"
+    --out "$probes/keywords/$name" --cache "$cache" --seeds "$probe_seeds"
   # the same head, trained on clean keywords, tested on the noisy copy (0-10 dB SNR)
   ssl-audio probe classify "$@" --train "$demo/keywords_train.tsv" --test "$demo/keywords_test_noisy.tsv" \
-    --out "$probes/keywords_noisy/$name" --cache "$cache"
+    --out "$probes/keywords_noisy/$name" --cache "$cache" --seeds "$probe_seeds"
   ssl-audio probe verify "$@" --train "$demo/sentences_train.tsv" --test "$demo/sentences_test.tsv" \
-    --out "$probes/speakers/$name" --cache "$cache"
+    --out "$probes/speakers/$name" --cache "$cache" --seeds "$probe_seeds"
   ssl-audio probe ctc "$@" --train "$demo/sentences_train.tsv" --test "$demo/sentences_test.tsv" \
-    --out "$probes/transcripts/$name" --cache "$cache"
+    --out "$probes/transcripts/$name" --cache "$cache" --seeds "$probe_seeds"
 }
 
 # MFCC needs no model: its probes run on the second core while the first one trains (same results, less waiting).
@@ -76,7 +80,7 @@ for family in ${families//,/ }; do
   case $family in
     hubert)  # iteration 1 learns k-means labels of MFCCs, iteration 2 those of its own layer
       # the log-mel recipe mixes noise into its inputs (multi-condition pretraining, targets from clean audio)
-      [ -f data/noise/train.tsv ] || python tools/make_noise_manifest.py --out data/noise
+      ensure_noise recipes/tiny_hubert$suffix.yaml
       ssl-audio hubert-iterate recipes/tiny_hubert$suffix.yaml
       first=${first:-$(newest checkpoints/tiny_hubert$suffix/iter1/model)}
       probe_all hubert_iter1 --checkpoint "$(newest checkpoints/tiny_hubert$suffix/iter1/model)"
@@ -88,7 +92,7 @@ for family in ${families//,/ }; do
       probe_all wav2vec2 --checkpoint "$(newest checkpoints/tiny_wav2vec2$suffix)"
       columns+=(wav2vec2) ;;
     wavlm)  # HuBERT's two rounds with gated relative position bias and denoising mixtures (speech or noise)
-      [ -f data/noise/train.tsv ] || python tools/make_noise_manifest.py --out data/noise
+      ensure_noise recipes/tiny_wavlm$suffix.yaml
       ssl-audio hubert-iterate recipes/tiny_wavlm$suffix.yaml
       first=${first:-$(newest checkpoints/tiny_wavlm$suffix/iter1/model)}
       probe_all wavlm_iter1 --checkpoint "$(newest checkpoints/tiny_wavlm$suffix/iter1/model)"

@@ -15,7 +15,7 @@ case ${1:-} in
   *) echo "usage: bash tools/quickstart_layers.sh [--frontend logmel|wave]" >&2; exit 2 ;;
 esac
 source tools/quickstart_common.sh
-frontend_suffix "$frontend"
+set_frontend_suffix "$frontend"
 
 source .venv/bin/activate
 demo=data/demo

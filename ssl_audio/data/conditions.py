@@ -2,7 +2,8 @@
 
 Shapes: B batch, S samples (16 kHz), M rows changed, R longest impulse response (samples), F rfft bins.
 
-Per row, independently (one (draws, B) block of uniforms from the caller's generator, as ssl_audio.data.mixing):
+Per row, independently (its decisions and ranges from one (draws, B) block of uniforms of the caller's generator,
+as in ssl_audio.data.mixing; the tails' noise from one more block, as wide as the longest tail of the batch):
 - reverberation with probability `reverb_prob`: convolution with a synthetic room impulse response, a direct path
   (1 at t = 0) plus a diffuse tail of Gaussian noise from the next sample on whose energy decays by 60 dB over
   RT60 ~ U(rt60_s) (amplitude exp(-ln(1000) t / RT60)), cut at min(RT60, max_rir_seconds), scaled so that
@@ -14,7 +15,8 @@ Per row, independently (one (draws, B) block of uniforms from the caller's gener
 Both act in one float32 FFT of length >= S + R + GUARD (a linear convolution, not a circular one; GUARD holds the
 zero-phase response's non-causal side). The output is cut to the row's valid length (a tail past the end is
 dropped: the utterance ends where it ended) and rescaled to the row's input mean power: the condition changes,
-the level does not. Padding stays zero; rows not drawn are bit-identical; a row quieter than SILENT_POWER is left
+the level does not (the gain that restores it is capped at MAX_GAIN_DB, so a row the channel nearly removes is
+not blown up). Padding stays zero; rows not drawn are bit-identical; a row quieter than SILENT_POWER is left
 as it is. Targets are untouched (HuBERT's labels come from the clean audio: inputs conditioned, targets clean).
 """
 
@@ -35,6 +37,7 @@ from ssl_audio.nn.conv_extractor import padding_mask
 NYQUIST = SAMPLE_RATE / 2
 BUTTERWORTH_ORDER = 4  # -24 dB per octave past each corner
 TILT_PIVOT_HZ = 1000.0  # the tilt leaves 1 kHz unchanged
+MAX_GAIN_DB = 20.0  # the most the level restoration may amplify a row
 GUARD = 1024  # samples of FFT room for the zero-phase response's non-causal side (its taps die out well before)
 _REVERB, _CHANNEL, _RT60, _DRR, _HIGHPASS, _LOWPASS, _TILT, _NUM_DRAWS = range(8)
 
@@ -109,7 +112,7 @@ def room_impulse_response(rt60_s: Tensor, drr_db: Tensor, max_seconds: float, *,
 def channel_response(freqs_hz: Tensor, highpass_hz: Tensor, lowpass_hz: Tensor, tilt_db: Tensor) -> Tensor:
     """(F,) Hz and (N,) corners and tilts -> (N, F) magnitude responses (zero phase), in the dtype of `freqs_hz`.
 
-    In float32 the high-pass term overflows to 0 near DC, where its gain is below 1e-30 anyway."""
+    In float32 the high-pass term overflows to 0 near DC, where its gain is below 5.4e-20 anyway."""
     f = freqs_hz[None, :]  # (1, F)
     high, low, tilt = (x.to(freqs_hz.dtype)[:, None] for x in (highpass_hz, lowpass_hz, tilt_db))  # (N, 1)
     two_n = 2 * BUTTERWORTH_ORDER
@@ -173,11 +176,11 @@ def condition_batch(
     out_rows = torch.fft.irfft(spectrum * response, n=size)[:, :num_samples].double()  # (M, S)
     row_lengths = host_lengths[rows].to(device)
     valid = ~padding_mask(row_lengths, num_samples)  # (M, S)
-    out_rows = out_rows * valid
+    out_rows = out_rows.masked_fill(~valid, 0.0)  # exact zeros (not -0.0) in the padding
     primary = waves[rows.to(device)].double()
     power_in = primary.pow(2).sum(1) / row_lengths  # (M,)
     power_out = out_rows.pow(2).sum(1) / row_lengths
-    scale = torch.sqrt(power_in / power_out.clamp(min=SILENT_POWER * 1e-6))
+    scale = torch.sqrt(power_in / torch.maximum(power_out, power_in * 10 ** (-MAX_GAIN_DB / 10)))
     out_rows = torch.where((power_in < SILENT_POWER)[:, None], primary, out_rows * scale[:, None])
     out = waves.clone()
     out[rows.to(device)] = out_rows.to(waves.dtype)

@@ -269,7 +269,9 @@ def _train(cfg: Config, *, resume: str | None, held: contextlib.ExitStack) -> Tr
     groups = param_groups(model, o.weight_decay, lr=o.lr, scales=scales)  # by name: before compile renames
     if cfg.train.compile:
         model = torch.compile(model)
-    optimizer = make_adamw(groups, o.lr, o.betas, o.eps, device=device, sharded=fsdp_requested())
+    optimizer = make_adamw(
+        groups, o.lr, o.betas, o.eps, device=device, sharded=fsdp_requested(), loss_scaled=cfg.train.precision == "fp16"
+    )
     updates_per_epoch = max(len(loader) // grad_accum, 1)
     total = cfg.train.max_updates
     if cfg.train.max_epochs is not None:

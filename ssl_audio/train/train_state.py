@@ -20,6 +20,7 @@ import torch
 from accelerate.utils import gather_object
 
 from ssl_audio.data.loader import ResumableLoader
+from ssl_audio.train.optimizer import place_step_counters
 from ssl_audio.train.resume_changes import apply_optimizer_settings
 from ssl_audio.train.rng import capture_rng, restore_rng, seed_everything
 from ssl_audio.train.state_dicts import load_optimizer_state, optimizer_state
@@ -74,6 +75,7 @@ class TrainState:
         load_optimizer_state(self.model, self.optimizer, state["optimizer"], source=source)
         self.scheduler.load_state_dict(state["scheduler"])
         apply_optimizer_settings(self.optimizer, self.scheduler, fresh_groups, peak_lr)
+        place_step_counters(self.optimizer)  # a run saved unfused, resumed fused
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.step, self.skipped = state["step"], state["skipped"]

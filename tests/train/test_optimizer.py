@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ssl_audio.train.optimizer import make_adamw
+from ssl_audio.train.optimizer import make_adamw, place_step_counters
 
 
 def params_and_grads(seed: int) -> tuple[list[torch.nn.Parameter], list[list[torch.Tensor]]]:
@@ -44,3 +44,30 @@ def test_fused_steps_match_torchs_for_loop_adamw():
         torch.testing.assert_close(a.detach(), b.detach(), rtol=0, atol=1e-5)
     state, ref_state = ours.state[ours_params[0]], ref.state[ref_params[0]]
     torch.testing.assert_close(state["exp_avg_sq"], ref_state["exp_avg_sq"], rtol=1e-6, atol=0)
+
+
+def test_not_fused_under_a_loss_scaler():
+    """fp16: GradScaler would hand the overflow check to the fused kernel, and accelerate could no longer see a
+    skipped update; the unfused optimizer lets it."""
+    params, _ = params_and_grads(0)
+    scaled = make_adamw([{"params": params}], 1e-3, (0.9, 0.98), 1e-6, device=torch.device("cpu"), loss_scaled=True)
+    assert not scaled.defaults["fused"]
+
+
+def test_an_unfused_checkpoint_resumes_fused_with_its_counters_on_the_parameters_device():
+    params, grads = params_and_grads(2)
+    unfused = torch.optim.AdamW([{"params": params}], lr=1e-3, foreach=False, fused=False)
+    for p, g in zip(params, grads[0]):
+        p.grad = g
+    unfused.step()
+    saved = unfused.state_dict()
+    # the same shapes on the meta device stand in for an accelerator's parameters (the host has no GPU here)
+    on_device = [torch.nn.Parameter(torch.empty(p.shape, device="meta")) for p in params]
+    fused = torch.optim.AdamW([{"params": on_device}], lr=1e-3, fused=None)
+    fused.load_state_dict(saved)
+    fused.param_groups[0]["fused"] = True  # what apply_optimizer_settings copies in from the fresh groups
+    assert fused.state[on_device[0]]["step"].device.type == "cpu"
+    place_step_counters(fused)
+    for p in on_device:
+        step = fused.state[p]["step"]
+        assert step.device.type == "meta" and step.dtype == torch.float32
