@@ -2,7 +2,7 @@
 # Where the quickstart's models keep or lose speaker and noise-robust keyword information, layer by layer (#17):
 # every layer probed alone (--all-layers) for random init and both HuBERT rounds, speaker verification with
 # SUPERB's statistics-pooling head, and the noisy keywords per SNR bucket. Run after tools/quickstart.sh; it reads
-# the quickstart's checkpoints and feature cache, so it only trains heads (about 2 minutes on 2 cores).
+# the quickstart's checkpoints and feature cache, so it only trains heads (3.0 minutes measured on one core).
 #   bash tools/quickstart_layers.sh [--frontend logmel|wave]    # writes runs/quickstart_layers{_logmel}/
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -158,9 +158,11 @@ def condition_batch(
 
     device = waves.device
     rows = torch.nonzero(changed).squeeze(1)  # (M,) host
+    rows_d = rows.to(device)
+    primary = waves[rows_d].double()  # (M, S)
     taps = info.rirs.shape[1] if len(info.rirs) else 0
     size = _fast_length(num_samples + taps + GUARD)
-    spectrum = torch.fft.rfft(waves[rows.to(device)].float(), n=size)  # (M, F) complex64: float32 is plenty
+    spectrum = torch.fft.rfft(primary.float(), n=size)  # (M, F) complex64: float32 is plenty
     response = torch.ones(spectrum.shape, dtype=spectrum.dtype, device=device)  # (M, F)
     reverberated = reverb[rows]  # (M,) host
     if reverberated.any():
@@ -177,13 +179,12 @@ def condition_batch(
     row_lengths = host_lengths[rows].to(device)
     valid = ~padding_mask(row_lengths, num_samples)  # (M, S)
     out_rows = out_rows.masked_fill(~valid, 0.0)  # exact zeros (not -0.0) in the padding
-    primary = waves[rows.to(device)].double()
     power_in = primary.pow(2).sum(1) / row_lengths  # (M,)
     power_out = out_rows.pow(2).sum(1) / row_lengths
     scale = torch.sqrt(power_in / torch.maximum(power_out, power_in * 10 ** (-MAX_GAIN_DB / 10)))
     out_rows = torch.where((power_in < SILENT_POWER)[:, None], primary, out_rows * scale[:, None])
     out = waves.clone()
-    out[rows.to(device)] = out_rows.to(waves.dtype)
+    out[rows_d] = out_rows.to(waves.dtype)
     return out, info
 
 
